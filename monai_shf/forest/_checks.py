@@ -1,0 +1,76 @@
+"""Argument checks shared by the forest functions (no MONAI import).
+
+Every check raises a ``ValueError`` or ``TypeError`` whose message names the parameter and the
+expected form, so that bad input never surfaces as an obscure numpy/torch error or an assertion.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["check_int", "check_choice", "check_array", "is_tensor", "to_numpy"]
+
+
+def check_int(value: Any, name: str, minimum: int | None = None) -> int:
+    """Return ``value`` as a Python int, or raise if it is not an integer ``>= minimum``.
+
+    ``bool`` and floats (even integral ones like ``4.0``) are rejected: a length or size given as a
+    float is almost always a unit or config mistake.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+        if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
+            value = int(value.item())
+        else:
+            raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__}).")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}.")
+    return value
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise ``ValueError``."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
+    return value
+
+
+def is_tensor(x: Any) -> bool:
+    return isinstance(x, torch.Tensor)
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """A numpy view (CPU tensors, arrays) or copy (device tensors) of ``x`` without MONAI metadata."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().as_subclass(torch.Tensor).numpy()
+    return np.asarray(x)
+
+
+def check_array(
+    x: Any,
+    name: str,
+    ndims: tuple[int, ...],
+    finite: bool = True,
+) -> None:
+    """Check that ``x`` is a numpy array or torch tensor with ``x.ndim`` in ``ndims``, non-empty and
+    (optionally) free of NaN/inf. Bool, integer and floating dtypes are all accepted."""
+    if not isinstance(x, (np.ndarray, torch.Tensor)):
+        raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}.")
+    if x.ndim not in ndims:
+        raise ValueError(f"{name} must have {' or '.join(map(str, ndims))} dimensions, got shape {tuple(x.shape)}.")
+    if any(int(s) == 0 for s in x.shape):
+        raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}.")
+    if isinstance(x, np.ndarray):
+        if x.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must have a bool, integer or float dtype, got {x.dtype}.")
+        if finite and x.dtype.kind == "f" and not np.isfinite(x).all():
+            raise ValueError(f"{name} contains NaN or infinite values.")
+    else:
+        if x.is_complex():
+            raise TypeError(f"{name} must have a bool, integer or float dtype, got {x.dtype}.")
+        if finite and x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} contains NaN or infinite values.")

@@ -1,0 +1,376 @@
+"""Serialisation (patching) of an image into ``L`` tokens and its inverse (depatching).
+
+Memory layout: an image is channel-first ``(C, *spatial)``; its tokens are ``(C, L, p, p)`` in 2D and
+``(C, L, p, p, p)`` in 3D, token ``i`` being leaf ``i`` of the forest (Z-order) resampled to ``p``
+per axis, tokens ``N..L-1`` zero padding. numpy input gives numpy output; torch input gives torch
+output on the same device. Inputs are never modified.
+
+Both directions are vectorised over groups of leaves of equal size (a handful of groups). Where a
+group's leaves sit on a regular grid (``start % size == 0``, always the case for power-of-two
+images) their pixels are reached through a strided *block view* of the image, otherwise through
+index arrays.
+
+Resampling rules, along each axis independently (leaf side ``s``, token side ``p``):
+
+* ``serialize(mode="area")`` (images, soft masks): area mean when ``s >= p`` (token pixel ``i`` is
+  the mean of the pixels ``o`` with ``floor(o * p / s) == i``: anti-aliased), nearest when
+  ``s < p``. Leaves of side ``p * 2**k`` read a 2x area pyramid (OpenCV ``INTER_AREA`` on CPU 2D
+  images, ``avg_pool`` otherwise). Float images give exact means (up to float rounding); integer
+  images are reduced in their own dtype, each 2x level rounding to the nearest integer (at most
+  0.5 per level; below one grey level in practice). Soft label tokens should use ``"fraction"``.
+* ``serialize(mode="nearest")`` (hard labels): token pixel ``i`` takes leaf pixel
+  ``floor((i + 0.5) * s / p)``; the dtype is kept.
+* ``serialize(mode="fraction", num_classes=K)`` (soft labels): a one-channel label map of class
+  indices becomes ``K`` channels, the exact fraction of each class under every token pixel.
+* ``deserialize(mode="nearest")``: leaf pixel ``o`` takes token pixel ``floor((o + 0.5) * p / s)``;
+  exact inverse of ``serialize(mode="nearest")`` for leaves with ``s <= p`` dividing ``p``.
+* ``deserialize(mode="linear")``: bi/trilinear interpolation of the token to the leaf box with
+  half-pixel centres (``align_corners=False``), for probabilities or logits. Never rounds.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import cv2 as cv
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ._checks import check_array, check_choice, check_int
+from .tree import Forest
+
+__all__ = ["serialize", "deserialize", "SERIALIZE_MODES", "DESERIALIZE_MODES"]
+
+SERIALIZE_MODES = ("area", "nearest", "fraction")
+DESERIALIZE_MODES = ("nearest", "linear")
+
+# dtypes OpenCV's INTER_AREA handles natively (it rounds integer ones)
+_CV_DTYPES = (torch.uint8, torch.uint16, torch.int16, torch.float32, torch.float64)
+# leaves gathered at once on the index-array path (bounds the temporary memory)
+_CHUNK_ELEMENTS = 1 << 24
+
+
+def _as_torch(x: Any) -> torch.Tensor:
+    """A plain ``torch.Tensor`` sharing memory with ``x`` (MONAI metadata and numpy stripped)."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().as_subclass(torch.Tensor)
+    with warnings.catch_warnings():  # read-only arrays are fine: nothing here writes to them
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(np.asarray(x))
+
+
+def _alloc(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, zero: bool = False) -> torch.Tensor:
+    """A new tensor; on the CPU allocated by numpy, which asks the kernel for huge pages, so first
+    touching a large output costs a third of what torch's own allocation does."""
+    if device.type != "cpu":
+        return (torch.zeros if zero else torch.empty)(shape, dtype=dtype, device=device)
+    np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+    return torch.from_numpy((np.zeros if zero else np.empty)(shape, dtype=np_dtype))
+
+
+def _restore(out: torch.Tensor, like: Any) -> Any:
+    return out if isinstance(like, torch.Tensor) else out.numpy()
+
+
+def _group_leaves(forest: Forest) -> list[tuple[tuple[int, ...], np.ndarray]]:
+    """Leaf ids grouped by leaf size: ``[(size, ids), ...]``."""
+    sizes, inverse = np.unique(forest.sizes, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    order = np.argsort(inverse, kind="stable")
+    splits = np.cumsum(np.bincount(inverse, minlength=len(sizes)))[:-1]
+    return [(tuple(int(v) for v in s), ids) for s, ids in zip(sizes, np.split(order, splits))]
+
+
+class _Blocks:
+    """Read/write access to equal-size boxes of a ``(C, *spatial)`` tensor as ``(C, n, *block)``."""
+
+    def __init__(self, x: torch.Tensor, starts: np.ndarray, block: tuple[int, ...]):
+        self.x, self.block, self.ndim = x, block, len(block)
+        self.aligned = bool((starts % np.asarray(block) == 0).all())
+        if self.aligned:  # a strided view (C, g0, b0, g1, b1, ...) and grid indices
+            grid = [x.shape[1 + a] // b for a, b in enumerate(block)]
+            view = x[(slice(None),) + tuple(slice(0, g * b) for g, b in zip(grid, block))]
+            for a in range(self.ndim):
+                view = view.unflatten(1 + 2 * a, (grid[a], block[a]))
+            self.view = view
+            cells = torch.as_tensor(starts // np.asarray(block), device=x.device)
+            self.key = (slice(None),) + sum(((cells[:, a], slice(None)) for a in range(self.ndim)), ())
+        else:  # index arrays (n, b_a), broadcast against each other
+            idx = []
+            for a, b in enumerate(block):
+                rows = torch.as_tensor(starts[:, a:a + 1] + np.arange(b), device=x.device)
+                idx.append(rows.view((-1,) + tuple(b if k == a else 1 for k in range(self.ndim))))
+            self.key = (slice(None),) + tuple(idx)
+
+    def get(self) -> torch.Tensor:
+        if self.aligned:
+            return self.view[self.key].movedim(0, 1)
+        return self.x[self.key]
+
+    def put(self, values: torch.Tensor) -> None:
+        if self.aligned:
+            self.view[self.key] = values.movedim(1, 0)
+        else:
+            self.x[self.key] = values
+
+
+def _chunks(ids: np.ndarray, per_leaf: int) -> list[np.ndarray]:
+    step = max(1, _CHUNK_ELEMENTS // max(per_leaf, 1))
+    return [ids[i:i + step] for i in range(0, len(ids), step)]
+
+
+def _resample_matrix(src: int, dst: int, mode: str, device: torch.device) -> torch.Tensor:
+    """``(dst, src)`` float32 matrix resampling one axis with half-pixel centres.
+
+    ``"sum"``: 0/1 membership of source pixel ``o`` in output pixel ``floor(o * dst / src)`` when
+    downsampling, the nearest source pixel when upsampling (divide by the row sums for means).
+    ``"nearest"``: output ``o`` takes source ``floor((o + 0.5) * src / dst)``.
+    ``"linear"``: linear interpolation at source coordinate ``(o + 0.5) * src / dst - 0.5``, clamped
+    to the box (rows are convex weights).
+    """
+    m = torch.zeros(dst, src, dtype=torch.float64)
+    rows = torch.arange(dst)
+    if mode == "sum" and src >= dst:
+        m[(torch.arange(src) * dst) // src, torch.arange(src)] = 1.0
+    elif mode in ("sum", "nearest"):
+        m[rows, torch.as_tensor(_nearest_index(dst, src))] = 1.0
+    else:
+        u = ((rows.double() + 0.5) * src / dst - 0.5).clamp(0, src - 1)
+        lo = u.floor().long()
+        hi = (lo + 1).clamp(max=src - 1)
+        w = u - lo
+        m.index_put_((rows, lo), 1.0 - w, accumulate=True)
+        m.index_put_((rows, hi), w, accumulate=True)
+    return m.to(device=device, dtype=torch.float32)
+
+
+def _separable(x: torch.Tensor, mats: list[torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
+    """Apply ``mats[a]`` (``(dst_a, src_a)``) along trailing axis ``a`` of ``x`` (``(..., *src)``).
+
+    The last axis is a right product; each earlier axis is a left product over ``(src_a, rest)``, so
+    the final product (axis 0) can write straight into ``out`` (``(..., *dst)``, contiguous).
+    """
+    ndim = len(mats)
+    lead = tuple(x.shape[:-ndim])
+    x = x @ mats[-1].to(x.dtype).T
+    for a in range(ndim - 2, -1, -1):
+        tail = tuple(x.shape[len(lead) + a + 1:])
+        head = tuple(x.shape[len(lead): len(lead) + a])
+        m = mats[a].to(x.dtype)
+        y = x.reshape(lead + head + (x.shape[len(lead) + a], math.prod(tail)))
+        if a == 0 and out is not None:
+            x = torch.matmul(m, y, out=out.view(lead + (m.shape[0], math.prod(tail))))
+        else:
+            x = m @ y
+        x = x.view(lead + head + (m.shape[0],) + tail)
+    if ndim == 1 and out is not None:
+        out.copy_(x)
+        x = out
+    return x
+
+
+def _area_resample(x: torch.Tensor, size: tuple[int, ...], patch: int) -> torch.Tensor:
+    """Area-resample ``(..., *size)`` blocks to ``(..., p, p[, p])`` along the trailing axes.
+
+    Sums with 0/1 matrices, then one division: a constant block stays exactly constant."""
+    mats = [_resample_matrix(s, patch, "sum", x.device) for s in size]
+    counts = mats[0].sum(1)
+    for m in mats[1:]:
+        counts = counts[..., None] * m.sum(1)
+    return _separable(x, mats) / counts.to(x.dtype)
+
+
+class _Scratch:
+    """One reusable buffer: fresh large allocations are costly (page faults), so the per-group
+    temporaries of a call share it."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype):
+        self.buffer = torch.empty(0, device=device, dtype=dtype)
+
+    def take(self, shape: tuple[int, ...]) -> torch.Tensor:
+        n = math.prod(shape)
+        if self.buffer.numel() < n:
+            self.buffer = _alloc((n,), self.buffer.dtype, self.buffer.device)
+        return self.buffer[:n].view(shape)
+
+
+class _AreaPyramid:
+    """Lazily built 2x area pyramid of a ``(C, *spatial)`` tensor; level ``k`` is ``(C, *spatial >> k)``."""
+
+    def __init__(self, x: torch.Tensor):
+        self.levels = [x]
+
+    def level(self, k: int) -> torch.Tensor:
+        while len(self.levels) <= k:
+            self.levels.append(self._halve(self.levels[-1]))
+        return self.levels[k]
+
+    @staticmethod
+    def _halve(x: torch.Tensor) -> torch.Tensor:
+        spatial = tuple(s // 2 for s in x.shape[1:])
+        x = x[(slice(None),) + tuple(slice(0, 2 * s) for s in spatial)]
+        if x.device.type == "cpu" and x.ndim == 3 and x.dtype in _CV_DTYPES and min(spatial) > 0:
+            planes = x.numpy()
+            out = np.empty((x.shape[0],) + spatial, dtype=planes.dtype)
+            for c in range(x.shape[0]):
+                cv.resize(planes[c], spatial[::-1], dst=out[c], interpolation=cv.INTER_AREA)
+            return torch.from_numpy(out)
+        pool = F.avg_pool2d if x.ndim == 3 else F.avg_pool3d
+        xf = x if x.is_floating_point() else x.float()
+        return pool(xf.unsqueeze(0), 2).squeeze(0)
+
+
+def _pyramid_level(size: tuple[int, ...], patch: int) -> int | None:
+    """The pyramid level serving leaves of ``size``: ``k`` if every side is ``patch * 2**k``."""
+    ratio = size[0] // patch
+    if size[0] % patch or ratio & (ratio - 1) or any(s != size[0] for s in size):
+        return None
+    return ratio.bit_length() - 1
+
+
+def _serialize_area(x: torch.Tensor, forest: Forest, patch: int, out: torch.Tensor) -> None:
+    pyramid = _AreaPyramid(x)
+    for size, ids in _group_leaves(forest):
+        starts = forest.starts[ids]
+        level = _pyramid_level(size, patch)
+        if level is not None and (starts % np.asarray(size) == 0).all():
+            src = pyramid.level(level)
+            out[:, torch.as_tensor(ids, device=x.device)] = _Blocks(src, starts >> level, (patch,) * len(size)).get().to(out.dtype)
+            continue
+        upsample = all(s <= patch and patch % s == 0 for s in size) and len(set(size)) == 1
+        if upsample and (starts % np.asarray(size) == 0).all():  # nearest upsampling: integer repeats
+            blocks = _Blocks(x, starts, size).get().to(out.dtype)
+            for a in range(len(size)):
+                blocks = blocks.repeat_interleave(patch // size[a], dim=2 + a)
+            out[:, torch.as_tensor(ids, device=x.device)] = blocks
+            continue
+        for chunk in _chunks(ids, int(np.prod(size)) * x.shape[0]):
+            blocks = _Blocks(x, forest.starts[chunk], size).get().to(out.dtype)
+            out[:, torch.as_tensor(chunk, device=x.device)] = _area_resample(blocks, size, patch)
+
+
+def _nearest_index(out_len: int, src_len: Any) -> np.ndarray:
+    """Nearest source index of each of ``out_len`` outputs over a source of ``src_len`` (half-pixel
+    centres): ``floor((i + 0.5) * src_len / out_len)``. ``src_len`` may be an ``(N, 1)`` array."""
+    return ((2 * np.arange(out_len) + 1) * src_len) // (2 * out_len)
+
+
+def _serialize_nearest(x: torch.Tensor, forest: Forest, patch: int, out: torch.Tensor) -> None:
+    n, ndim = forest.num_leaves, forest.spatial_dims
+    key: list[Any] = [slice(None)]
+    for a in range(ndim):
+        rows = forest.starts[:, a:a + 1] + _nearest_index(patch, forest.sizes[:, a:a + 1])
+        shape = (n,) + tuple(patch if k == a else 1 for k in range(ndim))
+        key.append(torch.as_tensor(rows, device=x.device).view(shape))
+    out[:, :n] = x[tuple(key)]
+
+
+def _check_image(image: Any, forest: Forest, name: str = "image") -> None:
+    if not isinstance(forest, Forest):
+        raise TypeError(f"forest must be a monai_shf.forest.Forest, got {type(forest).__name__}.")
+    check_array(image, name, ndims=(forest.spatial_dims + 1,))
+    if tuple(image.shape[1:]) != forest.spatial_shape:
+        raise ValueError(
+            f"{name} spatial shape {tuple(image.shape[1:])} does not match the forest's spatial shape "
+            f"{forest.spatial_shape} (expected {name} shaped (C, *spatial))."
+        )
+
+
+def serialize(
+    image: Any,
+    forest: Forest,
+    patch_size: int,
+    mode: str = "area",
+    num_classes: int | None = None,
+) -> Any:
+    """Resample every leaf of ``forest`` in ``image`` to a ``patch_size`` token.
+
+    Args:
+        image: ``(C, *spatial)`` numpy array or torch tensor, ``spatial == forest.spatial_shape``.
+        forest: the :class:`~monai_shf.forest.Forest` to patch with.
+        patch_size: token side ``p >= 1``.
+        mode: ``"area"`` (images, soft masks), ``"nearest"`` (hard labels) or ``"fraction"``
+            (one-channel class-index labels to per-class fractions); see the module docstring.
+        num_classes: ``K`` for ``"fraction"``; inferred as ``max + 1`` when omitted.
+
+    Returns:
+        ``(C, L, p, p[, p])`` tokens (``(K, L, ...)`` for ``"fraction"``): float32 for ``"area"`` and
+        ``"fraction"`` (float64 input stays float64), the input dtype for ``"nearest"``; padding zero.
+    """
+    _check_image(image, forest)
+    patch = check_int(patch_size, "patch_size", 1)
+    mode = check_choice(mode, "mode", SERIALIZE_MODES)
+    x = _as_torch(image)
+    c, ndim = x.shape[0], forest.spatial_dims
+    token_shape = (forest.length,) + (patch,) * ndim
+    if x.dtype == torch.bool and mode != "nearest":
+        x = x.to(torch.uint8)
+    if mode == "nearest":
+        out = _alloc((c,) + token_shape, x.dtype, x.device, zero=True)
+        _serialize_nearest(x, forest, patch, out)
+        return _restore(out, image)
+    if mode == "area":
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        out = _alloc((c,) + token_shape, dtype, x.device, zero=True)
+        _serialize_area(x, forest, patch, out)
+        return _restore(out, image)
+    # fraction: one exact float32 plane per class; the last class is what the others leave
+    if c != 1:
+        raise ValueError(f"mode='fraction' needs a one-channel label map of class indices, got {c} channels.")
+    if x.is_floating_point() and not bool((x == torch.round(x)).all()):
+        raise ValueError("mode='fraction' needs integer class indices, the label has fractional values.")
+    top = int(x.max())
+    k = top + 1 if num_classes is None else check_int(num_classes, "num_classes", 1)
+    if int(x.min()) < 0 or top >= k:
+        raise ValueError(f"label values must lie in [0, num_classes={k}), got {int(x.min())}..{top}.")
+    out = _alloc((k,) + token_shape, torch.float32, x.device, zero=True)
+    for cls in range(max(k - 1, 1)):
+        _serialize_area((x == cls).to(torch.float32), forest, patch, out[cls:cls + 1])
+    if k > 1:
+        out[k - 1, : forest.num_leaves] = 1.0 - out[: k - 1, : forest.num_leaves].sum(0)
+    return _restore(out, image)
+
+
+def _check_tokens(tokens: Any, forest: Forest) -> int:
+    if not isinstance(forest, Forest):
+        raise TypeError(f"forest must be a monai_shf.forest.Forest, got {type(forest).__name__}.")
+    ndim = forest.spatial_dims
+    check_array(tokens, "tokens", ndims=(ndim + 2,), finite=False)
+    shape = tuple(int(s) for s in tokens.shape)
+    if shape[1] != forest.length:
+        raise ValueError(f"tokens hold L={shape[1]} tokens but the forest has length {forest.length} (tokens shape {shape}).")
+    patch = shape[2]
+    if any(s != patch for s in shape[2:]):
+        raise ValueError(f"tokens must be (C, L{', p' * ndim}) with equal sides p for D={ndim}, got shape {shape}.")
+    return patch
+
+
+def deserialize(tokens: Any, forest: Forest, mode: str = "linear") -> Any:
+    """Rebuild a full-resolution ``(C, *spatial)`` image from ``(C, L, p, p[, p])`` tokens.
+
+    Args:
+        tokens: numpy array or torch tensor shaped like the output of :func:`serialize`.
+        forest: the forest the tokens were made with.
+        mode: ``"linear"`` (probabilities, logits; default) or ``"nearest"`` (hard labels).
+
+    Returns:
+        ``(C, *forest.spatial_shape)``, float32 (float64 for float64 tokens), same type/device as
+        ``tokens``. Padding tokens are ignored.
+    """
+    patch = _check_tokens(tokens, forest)
+    mode = check_choice(mode, "mode", DESERIALIZE_MODES)
+    t = _as_torch(tokens)
+    dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
+    # leaves tile the image, so every canvas pixel is written exactly once: no zero fill needed
+    canvas = _alloc((t.shape[0],) + forest.spatial_shape, dtype, t.device)
+    scratch = _Scratch(t.device, dtype)
+    for size, ids in _group_leaves(forest):
+        mats = [_resample_matrix(patch, s, mode, t.device) for s in size]
+        for chunk in _chunks(ids, int(np.prod(size)) * t.shape[0]):
+            group = t[:, torch.as_tensor(chunk, device=t.device)].to(dtype)
+            blocks = scratch.take(group.shape[:2] + size)
+            _Blocks(canvas, forest.starts[chunk], size).put(_separable(group, mats, out=blocks))
+    return _restore(canvas, tokens)

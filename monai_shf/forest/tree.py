@@ -1,0 +1,447 @@
+"""The symmetrical hierarchical forest: a best-first quadtree (D = 2) / octree (D = 3).
+
+One dimension-generic implementation. The image is covered by a small grid of near-cubic *roots*
+(one root for a square or cubic image); every node splits into ``2**D`` children by halving each
+axis at ``start + size // 2``. Nodes are split best-first by their score (the sum of the score map,
+i.e. the edge-pixel count of an edge map) until exactly ``length`` tokens are used.
+
+Cost: ``O(V + L log L)`` for an image of ``V`` pixels. Region scores are never summed per node;
+they come from a *count pyramid*: along each axis the intervals of depth ``d`` are the same for every
+node (halving is separable), so the scores of all depth-``d`` nodes form one block-sum grid ``C[d]``,
+computed once at the finest depth and then by pairwise sums (interval ``i`` of depth ``d`` is
+intervals ``2i, 2i + 1`` of depth ``d + 1``). The split loop is a binary heap over the frontier.
+
+Split order (explicit tie-break), by priority:
+
+1. larger score first (edge phase; only nodes with score > 0);
+2. larger volume first;
+3. earlier in Z-order (Morton order, axis 0 most significant; roots in row-major order).
+
+Because a child never has a larger score or volume than its parent, this order is also the order in
+which a sorted list of all nodes would be split, so the result does not depend on heap details.
+When every node with a positive score is split (or unsplittable) and budget remains, ``fill``
+decides: ``"area"`` keeps splitting the largest leaves (uniform refinement, ties in Z-order);
+``"pad"`` stops and leaves padding tokens. A node is splittable when every side is at least
+``2 * min_size``, so leaves never go below ``min_size`` (except along an axis that is itself
+shorter than ``min_size``). Each split adds ``2**D - 1`` leaves; the build stops before it would
+overshoot, so at most ``2**D - 2`` tokens are padding when the image has room for ``length`` leaves.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import operator
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from ._checks import check_array, check_choice, check_int, to_numpy
+
+__all__ = ["Forest", "build_forest", "FILL_MODES"]
+
+FILL_MODES = ("area", "pad")
+
+
+@dataclass(frozen=True, eq=False)
+class Forest:
+    """The leaves of a hierarchical forest over an image of ``spatial_shape``.
+
+    Attributes:
+        starts: ``(N, D)`` int64, first index of every leaf along each array axis (row, col[, slice]).
+        sizes: ``(N, D)`` int64, extent of every leaf along each axis. Leaves tile the image exactly
+            and are stored in Z-order.
+        spatial_shape: the ``D`` spatial sizes the leaves tile.
+        length: the token budget ``L >= N``; tokens ``N..L-1`` are padding.
+    """
+
+    starts: np.ndarray
+    sizes: np.ndarray
+    spatial_shape: tuple[int, ...]
+    length: int
+
+    def __post_init__(self) -> None:
+        starts = np.array(self.starts, dtype=np.int64, copy=True).reshape(-1, len(self.spatial_shape))
+        sizes = np.array(self.sizes, dtype=np.int64, copy=True).reshape(starts.shape)
+        shape = tuple(int(s) for s in self.spatial_shape)
+        length = check_int(self.length, "length", 1)
+        if len(shape) not in (2, 3):
+            raise ValueError(f"spatial_shape must have 2 or 3 entries, got {shape}.")
+        if starts.shape[0] > length:
+            raise ValueError(f"a forest of length {length} cannot hold {starts.shape[0]} leaves.")
+        if (sizes < 1).any() or (starts < 0).any() or (starts + sizes > np.asarray(shape)).any():
+            raise ValueError("forest leaves must be non-empty boxes inside spatial_shape.")
+        starts.setflags(write=False)
+        sizes.setflags(write=False)
+        object.__setattr__(self, "starts", starts)
+        object.__setattr__(self, "sizes", sizes)
+        object.__setattr__(self, "spatial_shape", shape)
+        object.__setattr__(self, "length", length)
+
+    @property
+    def spatial_dims(self) -> int:
+        return len(self.spatial_shape)
+
+    @property
+    def num_leaves(self) -> int:
+        """``N``, the number of real (non-padding) tokens."""
+        return int(self.starts.shape[0])
+
+    @property
+    def num_padding(self) -> int:
+        return self.length - self.num_leaves
+
+    @property
+    def ends(self) -> np.ndarray:
+        return self.starts + self.sizes
+
+    def token_mask(self) -> np.ndarray:
+        """``(L,)`` bool, True for real leaves, False for padding tokens."""
+        mask = np.zeros(self.length, dtype=bool)
+        mask[: self.num_leaves] = True
+        return mask
+
+    def geom(self) -> np.ndarray:
+        """``(L, 2 * D)`` float32 token geometry; padding rows are zero.
+
+        Columns ``0..D-1``: leaf centre along each axis divided by the image size (in ``[0, 1]``).
+        Columns ``D..2D-1``: ``log2(leaf size) / log2(image size)`` along each axis (in ``[0, 1]``;
+        0 along an axis of size 1).
+        """
+        shape = np.asarray(self.spatial_shape, dtype=np.float64)
+        out = np.zeros((self.length, 2 * self.spatial_dims), dtype=np.float32)
+        n = self.num_leaves
+        out[:n, : self.spatial_dims] = (self.starts + self.sizes / 2.0) / shape
+        log_shape = np.log2(np.maximum(shape, 2.0))
+        out[:n, self.spatial_dims :] = np.log2(self.sizes) / log_shape
+        return out
+
+    def leaf_index_map(self) -> np.ndarray:
+        """``spatial_shape`` int32 array holding, at every pixel, the index of the leaf covering it."""
+        out = np.full(self.spatial_shape, -1, dtype=np.int32)
+        for i, (s, z) in enumerate(zip(self.starts, self.sizes)):
+            out[tuple(slice(a, a + b) for a, b in zip(s, z))] = i
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain picklable values for MONAI's ``applied_operations``.
+
+        Boxes are padded to ``(L, D)`` int32 so that records of different samples collate."""
+        starts = np.zeros((self.length, self.spatial_dims), dtype=np.int32)
+        sizes = np.zeros((self.length, self.spatial_dims), dtype=np.int32)
+        starts[: self.num_leaves] = self.starts
+        sizes[: self.num_leaves] = self.sizes
+        return {
+            "starts": starts,
+            "sizes": sizes,
+            "num_leaves": self.num_leaves,
+            "spatial_shape": np.asarray(self.spatial_shape, dtype=np.int64),
+            "length": int(self.length),
+        }
+
+    @classmethod
+    def from_dict(cls, info: Any) -> "Forest":
+        """Inverse of :meth:`to_dict` (also accepts tensors, e.g. after collation of one sample)."""
+        if not isinstance(info, dict):
+            raise TypeError(f"forest info must be a dict made by Forest.to_dict, got {type(info).__name__}.")
+        try:
+            shape = np.asarray(to_numpy(info["spatial_shape"])).reshape(-1)
+            n = int(np.asarray(to_numpy(info["num_leaves"])).reshape(-1)[0])
+            length = int(np.asarray(to_numpy(info["length"])).reshape(-1)[0])
+            starts = np.asarray(to_numpy(info["starts"])).reshape(-1, shape.size)[:n]
+            sizes = np.asarray(to_numpy(info["sizes"])).reshape(-1, shape.size)[:n]
+        except KeyError as e:
+            raise ValueError(f"forest info is missing the key {e}.") from None
+        return cls(starts, sizes, tuple(int(v) for v in shape), length)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Forest):
+            return NotImplemented
+        return (
+            self.spatial_shape == other.spatial_shape
+            and self.length == other.length
+            and np.array_equal(self.starts, other.starts)
+            and np.array_equal(self.sizes, other.sizes)
+        )
+
+    def __hash__(self) -> int:  # frozen dataclass with arrays: hash the geometry bytes
+        return hash((self.spatial_shape, self.length, self.starts.tobytes(), self.sizes.tobytes()))
+
+    def __repr__(self) -> str:
+        return (
+            f"Forest(spatial_shape={self.spatial_shape}, length={self.length}, leaves={self.num_leaves}, "
+            f"leaf sizes {int(self.sizes.min())}..{int(self.sizes.max())})"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# axis partitions and the count pyramid
+
+
+def _root_counts(shape: Sequence[int], length: int, min_size: int) -> list[int]:
+    """Roots per axis: near-cubic roots no smaller than ``min_size``, at most ``length`` of them."""
+    side = max(min(shape), min_size)
+    counts = [max(1, s // side) for s in shape]
+    while math.prod(counts) > length:
+        scale = (length / math.prod(counts)) ** (1.0 / len(counts))
+        counts = [max(1, int(c * scale)) for c in counts]
+    return counts
+
+
+def _axis_bounds(size: int, roots: int, min_size: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Interval boundaries of every depth along one axis and which intervals may be halved.
+
+    Returns ``bounds[d]`` (``roots * 2**d + 1`` int64 boundaries) and ``splittable[d]`` (bool per
+    interval), for depths ``0..`` until no interval can be halved any more.
+    """
+    b = np.round(np.linspace(0, size, roots + 1)).astype(np.int64)
+    bounds, splittable = [b], []
+    while True:
+        lengths = np.diff(b)
+        can = lengths >= 2 * min_size
+        splittable.append(can)
+        if not can.any():
+            return bounds, splittable
+        mids = b[:-1] + lengths // 2
+        nb = np.empty(2 * (b.size - 1) + 1, dtype=np.int64)
+        nb[0::2] = b
+        nb[1::2] = mids
+        b = nb
+        bounds.append(b)
+
+
+def _sum_dtype(max_value: float, kind: str) -> np.dtype:
+    if kind == "f":
+        return np.dtype(np.float64)
+    for dt in (np.uint8, np.uint16, np.uint32):
+        if max_value <= np.iinfo(dt).max:
+            return np.dtype(dt)
+    return np.dtype(np.int64)
+
+
+def _interval_sums(x: np.ndarray, bounds: np.ndarray, axis: int, max_value: float) -> tuple[np.ndarray, float]:
+    """Sums of ``x`` over the intervals ``[bounds[i], bounds[i+1])`` along ``axis``.
+
+    Works for any interval lengths (zero included) in ``O(x.size)``: the ``j``-th element of every
+    interval is taken with one vectorised ``take`` per ``j``; intervals that are shorter are masked.
+    Uniform intervals (the common power-of-two case) use strided slices instead of ``take``.
+    Returns the sums and the largest value they can hold (to pick the next accumulator dtype).
+    """
+    starts, lengths = bounds[:-1], np.diff(bounds)
+    longest = int(lengths.max())
+    new_max = max_value * longest
+    dtype = _sum_dtype(new_max, x.dtype.kind)
+    n = starts.size
+    if longest > 0 and lengths.min() == longest and starts[0] == 0:
+        # uniform intervals: strided slices, no gathering
+        def part(j: int) -> np.ndarray:
+            index = [slice(None)] * x.ndim
+            index[axis] = slice(j, j + longest * n, longest)
+            return x[tuple(index)]
+
+        if longest == 1:
+            return part(0).astype(dtype), new_max
+        out = np.add(part(0), part(1), dtype=dtype)
+        for j in range(2, longest):
+            np.add(out, part(j), out=out, dtype=dtype)
+        return out, new_max
+    out_shape = list(x.shape)
+    out_shape[axis] = n
+    out = np.zeros(out_shape, dtype=dtype)
+    mask_shape = [1] * x.ndim
+    mask_shape[axis] = n
+    for j in range(longest):
+        part_j = np.take(x, np.minimum(starts + j, x.shape[axis] - 1), axis=axis)
+        present = (lengths > j).reshape(mask_shape)
+        out += np.where(present, part_j, 0).astype(dtype, copy=False)
+    return out, new_max
+
+
+def _pair_sums(c: np.ndarray, max_value: float) -> tuple[np.ndarray, float]:
+    """Sum adjacent pairs along every axis: the scores of the parents of a count grid."""
+    for axis in range(c.ndim):
+        max_value *= 2
+        dtype = _sum_dtype(max_value, c.dtype.kind)
+        even = [slice(None)] * c.ndim
+        odd = [slice(None)] * c.ndim
+        even[axis], odd[axis] = slice(0, None, 2), slice(1, None, 2)
+        c = np.add(c[tuple(even)], c[tuple(odd)], dtype=dtype)
+    return c, max_value
+
+
+def _count_pyramid(score: np.ndarray, bounds: list[list[np.ndarray]], depth: int) -> list[np.ndarray]:
+    """``C[d]`` for ``d = 0..depth``: block sums of ``score`` over the depth-``d`` interval grid."""
+    if score.dtype == bool:
+        score = score.view(np.uint8)
+    max_value = float(score.max()) if score.dtype.kind != "f" else 0.0
+    counts = score
+    for axis in range(score.ndim):
+        counts, max_value = _interval_sums(counts, bounds[axis][depth], axis, max_value)
+    pyramid = [counts]
+    for _ in range(depth):
+        counts, max_value = _pair_sums(counts, max_value)
+        pyramid.append(counts)
+    return pyramid[::-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# the build
+
+
+def _as_score(score: Any) -> np.ndarray:
+    check_array(score, "score", ndims=(2, 3))
+    s = to_numpy(score)
+    if s.dtype.kind in "if" and (s < 0).any():
+        raise ValueError("score must be non-negative (an edge map or edge strength).")
+    if s.dtype.kind == "f" and s.dtype != np.float64:
+        s = s.astype(np.float64)
+    return s
+
+
+def build_forest(score: Any, length: int, min_size: int = 2, fill: str = "area") -> Forest:
+    """Build the hierarchical forest of ``score`` with exactly ``length`` tokens.
+
+    Args:
+        score: spatial ``(H, W)`` or ``(H, W, D)`` non-negative array or tensor, typically the
+            :func:`~monai_shf.forest.edge_map` of the image (bool/uint8 edges: a node's score is its
+            edge-pixel count). Not modified.
+        length: the token budget ``L >= 1``.
+        min_size: smallest leaf side in pixels (``>= 1``); must not exceed every side of the image.
+        fill: what to do with budget left when no leaf with a positive score can be split:
+            ``"area"`` (default) refines the largest leaves, ``"pad"`` leaves padding tokens.
+
+    Returns:
+        the :class:`Forest`, leaves in Z-order.
+    """
+    s = _as_score(score)
+    length = check_int(length, "length", 1)
+    min_size = check_int(min_size, "min_size", 1)
+    fill = check_choice(fill, "fill", FILL_MODES)
+    shape = s.shape
+    if min_size > max(shape):
+        raise ValueError(f"min_size ({min_size}) is larger than every side of the image {tuple(shape)}.")
+    ndim = s.ndim
+    roots = _root_counts(shape, length, min_size)
+    axes = [_axis_bounds(shape[a], roots[a], min_size) for a in range(ndim)]
+    bounds = [b for b, _ in axes]
+    # a node of depth d can be split only if all its axes can; so the tree is at most this deep
+    max_depth = min(len(b) - 1 for b in bounds)
+    pyramid = _count_pyramid(s, bounds, max_depth)
+
+    # python lists: scalar access in the split loop is much cheaper than numpy indexing
+    bounds_l = [[b.tolist() for b in axis_bounds] for axis_bounds in bounds]
+    can_l = [[c.tolist() for c in axis_can] for _, axis_can in axes]
+    # per depth: may every node of that depth be split? do all of them have the same volume?
+    every_splittable = [d < max_depth and all(all(can_l[a][d]) for a in range(ndim)) for d in range(max_depth + 1)]
+    same_volume = []
+    for d in range(max_depth + 1):
+        lengths = [np.diff(bounds[a][d]) for a in range(ndim)]
+        uniform = all(x.min() == x.max() for x in lengths)
+        same_volume.append(int(np.prod([x[0] for x in lengths])) if uniform else 0)
+    per_split = 2**ndim - 1
+    # Z-code: root index, then one group of D bits per depth (axis 0 most significant)
+    shifts = [ndim * (max_depth - d) for d in range(max_depth + 1)]
+    child_offsets = [tuple((k >> (ndim - 1 - a)) & 1 for a in range(ndim)) for k in range(2**ndim)]
+
+    def volume(d: int, idx: tuple[int, ...]) -> int:
+        if same_volume[d]:
+            return same_volume[d]
+        v = 1
+        for a in range(ndim):
+            v *= bounds_l[a][d][idx[a] + 1] - bounds_l[a][d][idx[a]]
+        return v
+
+    def splittable(d: int, idx: tuple[int, ...]) -> bool:
+        if every_splittable[d]:
+            return True
+        return d < max_depth and all(can_l[a][d][idx[a]] for a in range(ndim))
+
+    # frontier entries: (-score, -volume, code, depth, index) in the edge heap and
+    # (-volume, code, depth, index) in the fill pool; only splittable nodes enter either
+    edge_heap: list[tuple] = []
+    fill_pool: list[tuple] = []
+    split_nodes: list[tuple[int, int, tuple[int, ...]]] = []  # (depth, code, index)
+    roots_idx = list(np.ndindex(*roots))
+    for root, idx in enumerate(roots_idx):
+        if splittable(0, idx):
+            value, code = float(pyramid[0][idx]), root << shifts[0]
+            if value > 0:
+                edge_heap.append((-value, -volume(0, idx), code, 0, idx))
+            else:
+                fill_pool.append((-volume(0, idx), code, 0, idx))
+    heapq.heapify(edge_heap)
+    num_leaves = len(roots_idx)
+    add, heappush = operator.add, heapq.heappush
+
+    # edge phase: best-first by score; splittable children with a zero score wait for the fill phase
+    while edge_heap and num_leaves + per_split <= length:
+        _, _, code, d, idx = heapq.heappop(edge_heap)
+        split_nodes.append((d, code, idx))
+        num_leaves += per_split
+        d += 1
+        if d == max_depth:
+            continue  # children are leaves for good
+        scores = pyramid[d][tuple(slice(2 * i, 2 * i + 2) for i in idx)].ravel().tolist()
+        base = tuple(2 * i for i in idx)
+        shift, check, vol = shifts[d], not every_splittable[d], -same_volume[d]
+        for k, offsets in enumerate(child_offsets):
+            child = tuple(map(add, base, offsets))
+            if check and not splittable(d, child):
+                continue
+            entry = (vol or -volume(d, child), code | (k << shift), d, child)
+            if scores[k] > 0:
+                heappush(edge_heap, (-scores[k],) + entry)
+            else:
+                fill_pool.append(entry)
+
+    # fill phase (reached only when no positive-score leaf is left): largest leaves first
+    if fill == "area" and num_leaves + per_split <= length:
+        heapq.heapify(fill_pool)
+        while fill_pool and num_leaves + per_split <= length:
+            _, code, d, idx = heapq.heappop(fill_pool)
+            split_nodes.append((d, code, idx))
+            num_leaves += per_split
+            d += 1
+            base = tuple(2 * i for i in idx)
+            for k, offsets in enumerate(child_offsets):
+                child = tuple(map(add, base, offsets))
+                if splittable(d, child):
+                    heapq.heappush(fill_pool, (-volume(d, child), code | (k << shifts[d]), d, child))
+
+    starts, ends = _leaves(split_nodes, roots_idx, bounds, shifts, ndim)
+    return Forest(starts, ends - starts, tuple(int(x) for x in shape), length)
+
+
+
+def _leaves(
+    split_nodes: list[tuple[int, int, tuple[int, ...]]],
+    roots_idx: list[tuple[int, ...]],
+    bounds: list[list[np.ndarray]],
+    shifts: list[int],
+    ndim: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Leaf boxes in Z-order: the roots and the children of split nodes, minus the split nodes."""
+    n_split, arity = len(split_nodes), 2**ndim
+    split_depth = np.fromiter((n[0] for n in split_nodes), np.int64, n_split)
+    split_code = np.fromiter((n[1] for n in split_nodes), np.int64, n_split)
+    split_idx = np.array([n[2] for n in split_nodes], dtype=np.int64).reshape(-1, ndim)
+    k = np.arange(arity, dtype=np.int64)
+    offsets = np.stack([(k >> (ndim - 1 - a)) & 1 for a in range(ndim)], axis=1)
+    depth = np.concatenate([np.zeros(len(roots_idx), np.int64), np.repeat(split_depth + 1, arity)])
+    index = np.concatenate([np.array(roots_idx, np.int64).reshape(-1, ndim), (2 * split_idx[:, None] + offsets).reshape(-1, ndim)])
+    code = np.concatenate([
+        np.arange(len(roots_idx), dtype=np.int64) << shifts[0],
+        np.repeat(split_code, arity) | (np.tile(k, n_split) << np.asarray(shifts, np.int64)[np.repeat(split_depth + 1, arity)]),
+    ])
+    # a node is identified by (code, depth): its code is shared with its first descendants
+    keep = ~np.isin((code << 6) | depth, (split_code << 6) | split_depth)
+    order = np.argsort(code[keep], kind="stable")
+    depth, index = depth[keep][order], index[keep][order]
+    starts, ends = np.empty_like(index), np.empty_like(index)
+    for d in np.unique(depth):
+        rows = depth == d
+        for a in range(ndim):
+            starts[rows, a] = bounds[a][d][index[rows, a]]
+            ends[rows, a] = bounds[a][d][index[rows, a] + 1]
+    return starts, ends

@@ -1,0 +1,41 @@
+"""MONAI transforms for SHF patching (array, dictionary and functional layers)."""
+
+from .array import Depatch, EdgeMap, HierarchicalPatch, default_inverse_mode
+from .dictionary import (
+    Depatchd,
+    DepatchD,
+    DepatchDict,
+    EdgeMapd,
+    EdgeMapD,
+    EdgeMapDict,
+    HierarchicalPatchd,
+    HierarchicalPatchD,
+    HierarchicalPatchDict,
+    RandHierarchicalPatchd,
+    RandHierarchicalPatchD,
+    RandHierarchicalPatchDict,
+)
+from .functional import depatch, edge_forest, forest_from_trace, hierarchical_patch
+
+__all__ = [
+    "EdgeMap",
+    "HierarchicalPatch",
+    "Depatch",
+    "EdgeMapd",
+    "HierarchicalPatchd",
+    "RandHierarchicalPatchd",
+    "Depatchd",
+    "EdgeMapD",
+    "EdgeMapDict",
+    "HierarchicalPatchD",
+    "HierarchicalPatchDict",
+    "RandHierarchicalPatchD",
+    "RandHierarchicalPatchDict",
+    "DepatchD",
+    "DepatchDict",
+    "default_inverse_mode",
+    "edge_forest",
+    "hierarchical_patch",
+    "depatch",
+    "forest_from_trace",
+]

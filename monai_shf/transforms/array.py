@@ -1,0 +1,182 @@
+"""Array SHF transforms: ``EdgeMap``, ``HierarchicalPatch`` (invertible) and ``Depatch``.
+
+Shapes: images ``(C, H, W)`` / ``(C, H, W, D)``; tokens ``(C, L, p, p)`` / ``(C, L, p, p, p)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from monai.data import MetaTensor
+from monai.transforms import InvertibleTransform, Transform
+from monai.utils import TraceKeys, TransformBackends, convert_to_tensor
+
+from monai_shf.forest import Forest, edge_map
+from monai_shf.forest._checks import check_choice, check_int
+from monai_shf.forest.edges import CHANNEL_REDUCTIONS, EDGE_METHODS, _check_edge_args
+from monai_shf.forest.resample import DESERIALIZE_MODES, SERIALIZE_MODES
+from monai_shf.forest.tree import FILL_MODES
+
+from .functional import depatch, edge_forest, forest_from_trace, hierarchical_patch
+
+__all__ = ["EdgeMap", "HierarchicalPatch", "Depatch", "default_inverse_mode"]
+
+
+def default_inverse_mode(mode: str) -> str:
+    """Depatching mode matching a serialisation mode: hard labels back by ``"nearest"``, the rest
+    (images, soft labels, and so predictions of either) by ``"linear"``."""
+    return "nearest" if mode == "nearest" else "linear"
+
+
+class EdgeMap(Transform):
+    """Gaussian blur + Canny edges of a channel-first image: ``(C, *spatial) -> (1, *spatial)`` bool.
+
+    Args:
+        kernel_size: odd Gaussian kernel side (1 = no blur); default 3.
+        thresholds: Canny ``(low, high)`` on the 8-bit scale; default ``(50, 100)``.
+        channel_reduction: ``"max"`` (OpenCV multi-channel Canny) or ``"mean"``.
+        method: 3D operator, ``"itk"`` (N-D Canny) or ``"slicewise"``.
+
+    See :func:`monai_shf.forest.edge_map` for the normalisation of any dtype and range.
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(
+        self,
+        kernel_size: int = 3,
+        thresholds: Sequence[float] = (50, 100),
+        channel_reduction: str = "max",
+        method: str = "itk",
+    ) -> None:
+        _check_edge_args(kernel_size, thresholds)
+        self.kernel_size, self.thresholds = int(kernel_size), tuple(float(t) for t in thresholds)
+        self.channel_reduction = check_choice(channel_reduction, "channel_reduction", CHANNEL_REDUCTIONS)
+        self.method = check_choice(method, "method", EDGE_METHODS)
+
+    def __call__(self, img: Any) -> Any:
+        edges = edge_map(img, self.kernel_size, self.thresholds, self.channel_reduction, self.method)
+        out = edges[None]
+        if isinstance(img, MetaTensor):
+            return MetaTensor(convert_to_tensor(out, track_meta=False)).copy_meta_from(img, copy_attr=False)
+        return out
+
+
+class HierarchicalPatch(InvertibleTransform):
+    """SHF patching of one image: ``(C, *spatial) -> (C', L, p, p[, p])`` tokens, invertible.
+
+    Without an explicit ``forest`` the forest is built from the image's own edge map. The forest is
+    recorded in ``applied_operations``, so ``inverse`` (and MONAI's ``Invertd``) depatches tokens
+    of any channel count back to ``(C', *spatial)``.
+
+    Args:
+        length: token budget ``L``.
+        patch_size: token side ``p``.
+        mode: ``"area"`` (images), ``"nearest"`` (hard labels) or ``"fraction"`` (soft labels, needs
+            ``num_classes``); see :func:`monai_shf.forest.serialize`.
+        inverse_mode: depatching mode, ``"linear"`` or ``"nearest"``; default from ``mode``.
+        num_classes: ``K`` for ``mode="fraction"``.
+        padding_value: value of padding tokens (e.g. a loss ``ignore_index`` for hard labels).
+        kernel_size, thresholds, channel_reduction, edge_method: the edge map (see :class:`EdgeMap`).
+        min_size, fill: forest build (see :func:`monai_shf.forest.build_forest`).
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(
+        self,
+        length: int,
+        patch_size: int,
+        mode: str = "area",
+        inverse_mode: str | None = None,
+        num_classes: int | None = None,
+        padding_value: float = 0.0,
+        kernel_size: int = 3,
+        thresholds: Sequence[float] = (50, 100),
+        min_size: int = 2,
+        fill: str = "area",
+        channel_reduction: str = "max",
+        edge_method: str = "itk",
+    ) -> None:
+        self.length = check_int(length, "length", 1)
+        self.patch_size = check_int(patch_size, "patch_size", 1)
+        self.min_size = check_int(min_size, "min_size", 1)
+        self.mode = check_choice(mode, "mode", SERIALIZE_MODES)
+        self.inverse_mode = check_choice(inverse_mode or default_inverse_mode(mode), "inverse_mode", DESERIALIZE_MODES)
+        self.num_classes = None if num_classes is None else check_int(num_classes, "num_classes", 1)
+        self.padding_value = float(padding_value)
+        self.edges = EdgeMap(kernel_size, thresholds, channel_reduction, edge_method)
+        self.fill = check_choice(fill, "fill", FILL_MODES)
+
+    def build(self, img: Any, score: Any = None, kernel_size: int | None = None, thresholds: Sequence[float] | None = None) -> Forest:
+        """The forest of ``img`` ``(C, *spatial)`` (from ``score`` when given, else its edge map);
+        ``kernel_size``/``thresholds`` override the constructor's edge parameters for this call."""
+        return edge_forest(
+            img,
+            self.length,
+            self.edges.kernel_size if kernel_size is None else kernel_size,
+            self.edges.thresholds if thresholds is None else thresholds,
+            self.min_size,
+            self.fill,
+            self.edges.channel_reduction,
+            self.edges.method,
+            score=score,
+        )
+
+    def __call__(
+        self,
+        img: Any,
+        forest: Forest | None = None,
+        mode: str | None = None,
+        inverse_mode: str | None = None,
+        num_classes: int | None = None,
+        padding_value: float | None = None,
+    ) -> torch.Tensor:
+        """Patch ``img``; per-call arguments override the constructor's (``None`` keeps them)."""
+        forest = self.build(img) if forest is None else forest
+        mode = self.mode if mode is None else check_choice(mode, "mode", SERIALIZE_MODES)
+        if inverse_mode is None:
+            inverse_mode = self.inverse_mode if mode == self.mode else default_inverse_mode(mode)
+        inverse_mode = check_choice(inverse_mode, "inverse_mode", DESERIALIZE_MODES)
+        return hierarchical_patch(
+            img,
+            forest,
+            self.patch_size,
+            mode,
+            inverse_mode,
+            self.num_classes if num_classes is None else num_classes,
+            self.padding_value if padding_value is None else float(padding_value),
+            transform_info=self.get_transform_info(),
+        )
+
+    def inverse(self, data: torch.Tensor) -> torch.Tensor:
+        """Depatch ``(C', L, p, ...)`` tokens carrying this transform's record to ``(C', *spatial)``."""
+        transform = self.pop_transform(data)
+        info = transform[TraceKeys.EXTRA_INFO]
+        return depatch(data, Forest.from_dict(info["forest"]), mode=info["mode"])
+
+
+class Depatch(Transform):
+    """Explicit depatching: ``(C, L, p, ...)`` tokens to ``(C, *spatial)``.
+
+    The forest comes from the call (``forest=``), or else from the most recent ``HierarchicalPatch``
+    record in the tokens' ``applied_operations`` (the record is consumed). Unlike ``inverse``, this
+    also works on a bare prediction when its forest is passed explicitly.
+
+    Args:
+        mode: ``"linear"`` (probabilities/logits) or ``"nearest"`` (hard labels); ``None`` uses the
+            mode recorded with the forest.
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(self, mode: str | None = "linear") -> None:
+        self.mode = None if mode is None else check_choice(mode, "mode", DESERIALIZE_MODES)
+
+    def __call__(self, tokens: Any, forest: Forest | None = None, mode: str | None = None) -> torch.Tensor:
+        info: dict[str, Any] = {}
+        if forest is None:
+            forest, info = forest_from_trace(tokens, pop=True)
+        mode = mode or self.mode or info.get("mode", "linear")
+        return depatch(tokens, forest, mode=check_choice(mode, "mode", DESERIALIZE_MODES))

@@ -1,0 +1,333 @@
+"""Dictionary SHF transforms: ``EdgeMapd``, ``HierarchicalPatchd``, ``RandHierarchicalPatchd``, ``Depatchd``.
+
+``HierarchicalPatchd`` builds **one** forest per sample from ``ref_key`` (or a precomputed score map
+under ``score_key``) and serialises every key with it, each with its own mode; it writes the side keys
+``geom`` ``(L, 2D)`` float32 and ``token_mask`` ``(L,)`` bool, which collate with the default collate.
+It is invertible: stock ``monai.transforms.Invertd(keys="pred", transform=pre, orig_keys="image")``
+depatches a predicted ``(K, L, p, ...)`` to ``(K, *spatial)`` and undoes earlier invertible transforms.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Hashable, Mapping, Sequence
+
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import InvertibleTransform, MapTransform, RandomizableTransform
+from monai.utils import TraceKeys, ensure_tuple, ensure_tuple_rep
+
+from monai_shf.forest import Forest
+from monai_shf.forest._checks import check_choice, check_int
+from monai_shf.forest.resample import DESERIALIZE_MODES, SERIALIZE_MODES
+
+from .array import Depatch, EdgeMap, HierarchicalPatch
+from .functional import PATCH_CLASS_NAMES, forest_from_trace
+
+__all__ = [
+    "EdgeMapd",
+    "HierarchicalPatchd",
+    "RandHierarchicalPatchd",
+    "Depatchd",
+    "EdgeMapD",
+    "EdgeMapDict",
+    "HierarchicalPatchD",
+    "HierarchicalPatchDict",
+    "RandHierarchicalPatchD",
+    "RandHierarchicalPatchDict",
+    "DepatchD",
+    "DepatchDict",
+]
+
+
+class EdgeMapd(MapTransform):
+    """Dictionary :class:`~monai_shf.transforms.EdgeMap`: ``(C, *spatial) -> (1, *spatial)`` bool.
+
+    Args:
+        keys: images to take edges of.
+        output_keys: where to write each edge map (default: replace the input).
+        Others: see :class:`~monai_shf.transforms.EdgeMap`.
+    """
+
+    backend = EdgeMap.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        kernel_size: int = 3,
+        thresholds: Sequence[float] = (50, 100),
+        channel_reduction: str = "max",
+        method: str = "itk",
+        output_keys: KeysCollection | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.edges = EdgeMap(kernel_size, thresholds, channel_reduction, method)
+        self.output_keys = ensure_tuple(output_keys) if output_keys is not None else self.keys
+        if len(self.output_keys) != len(self.keys):
+            raise ValueError(f"output_keys must name one key per key, got {self.output_keys} for {self.keys}.")
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key, out_key in self.key_iterator(d, self.output_keys):
+            d[out_key] = self.edges(d[key])
+        return d
+
+
+class HierarchicalPatchd(MapTransform, InvertibleTransform):
+    """SHF patching of a sample: one forest, every key serialised with it.
+
+    Args:
+        keys: keys to patch (image, label, ...), each ``(C, *spatial)`` of the same spatial shape.
+        length: token budget ``L``.
+        patch_size: token side ``p``.
+        ref_key: key whose edge map builds the forest (default ``"image"``).
+        mode: serialisation mode per key (or one for all): ``"area"`` (images), ``"nearest"`` (hard
+            labels), ``"fraction"`` (soft labels). Default ``"area"``.
+        inverse_mode: depatching mode per key, ``"linear"``/``"nearest"``; default from ``mode``.
+        num_classes: ``K`` per key for ``"fraction"``.
+        padding_value: value of padding tokens per key (e.g. a loss ``ignore_index`` for labels).
+        kernel_size: Gaussian kernel side of the edge map (odd; default 3).
+        thresholds: Canny ``(low, high)`` on the 8-bit scale (default ``(50, 100)``).
+        min_size: smallest leaf side (default 2).
+        fill: ``"area"`` (use leftover budget) or ``"pad"``.
+        channel_reduction, edge_method: see :class:`~monai_shf.transforms.EdgeMap`.
+        score_key: optional key of a precomputed ``(1, *spatial)`` score/edge map (skips edges).
+        geom_key, token_mask_key: names of the side keys written (``None`` to skip one).
+        allow_missing_keys: don't raise for missing keys (``ref_key`` is always required).
+    """
+
+    backend = HierarchicalPatch.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        length: int,
+        patch_size: int,
+        ref_key: str = "image",
+        mode: Sequence[str] | str = "area",
+        inverse_mode: Sequence[str | None] | str | None = None,
+        num_classes: Sequence[int | None] | int | None = None,
+        padding_value: Sequence[float] | float = 0.0,
+        kernel_size: int = 3,
+        thresholds: Sequence[float] = (50, 100),
+        min_size: int = 2,
+        fill: str = "area",
+        channel_reduction: str = "max",
+        edge_method: str = "itk",
+        score_key: str | None = None,
+        geom_key: str | None = "geom",
+        token_mask_key: str | None = "token_mask",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        n = len(self.keys)
+        self.mode = ensure_tuple_rep(mode, n)
+        self.inverse_mode = ensure_tuple_rep(inverse_mode, n)
+        self.num_classes = ensure_tuple_rep(num_classes, n)
+        self.padding_value = ensure_tuple_rep(padding_value, n)
+        self.patcher = HierarchicalPatch(
+            length,
+            patch_size,
+            mode=self.mode[0],
+            kernel_size=kernel_size,
+            thresholds=thresholds,
+            min_size=min_size,
+            fill=fill,
+            channel_reduction=channel_reduction,
+            edge_method=edge_method,
+        )
+        # fail at construction, not in the middle of an epoch
+        for mode_, inverse_, classes in zip(self.mode, self.inverse_mode, self.num_classes):
+            check_choice(mode_, "mode", SERIALIZE_MODES)
+            if inverse_ is not None:
+                check_choice(inverse_, "inverse_mode", DESERIALIZE_MODES)
+            if classes is not None:
+                check_int(classes, "num_classes", 1)
+        self.ref_key, self.score_key = ref_key, score_key
+        self.geom_key, self.token_mask_key = geom_key, token_mask_key
+
+    @property
+    def length(self) -> int:
+        return self.patcher.length
+
+    @property
+    def patch_size(self) -> int:
+        return self.patcher.patch_size
+
+    def forest(self, data: Mapping[Hashable, Any], kernel_size: int | None = None, thresholds: Sequence[float] | None = None) -> Forest:
+        """The forest of a sample, from ``data[score_key]`` or the edge map of ``data[ref_key]``."""
+        if self.ref_key not in data:
+            raise ValueError(f"ref_key {self.ref_key!r} is not in the data (keys: {list(data)}); it is needed to build the forest.")
+        score = None
+        if self.score_key is not None:
+            if self.score_key not in data:
+                raise ValueError(f"score_key {self.score_key!r} is not in the data (keys: {list(data)}).")
+            score = data[self.score_key]
+        return self.patcher.build(data[self.ref_key], score=score, kernel_size=kernel_size, thresholds=thresholds)
+
+    def patch(self, data: Mapping[Hashable, Any], forest: Forest) -> dict[Hashable, Any]:
+        """Serialise every key of ``data`` with ``forest`` and add the side keys."""
+        d = dict(data)
+        for key, mode, inverse_mode, num_classes, padding_value in self.key_iterator(
+            d, self.mode, self.inverse_mode, self.num_classes, self.padding_value
+        ):
+            img = d[key]
+            if not hasattr(img, "shape") or tuple(img.shape[1:]) != forest.spatial_shape:
+                shape = tuple(getattr(img, "shape", ()))
+                raise ValueError(
+                    f"data[{key!r}] has shape {shape} but the forest (from {self.ref_key!r}) covers spatial shape "
+                    f"{forest.spatial_shape}; every key must be (C, *spatial) with the same spatial shape."
+                )
+            d[key] = self.patcher(img, forest=forest, mode=mode, inverse_mode=inverse_mode, num_classes=num_classes, padding_value=padding_value)
+        if self.geom_key is not None:
+            d[self.geom_key] = torch.from_numpy(forest.geom())
+        if self.token_mask_key is not None:
+            d[self.token_mask_key] = torch.from_numpy(forest.token_mask())
+        return d
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        return self.patch(data, self.forest(data))
+
+    def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.patcher.inverse(d[key])
+        return d
+
+
+class RandHierarchicalPatchd(RandomizableTransform, MapTransform, InvertibleTransform):
+    """:class:`HierarchicalPatchd` with the paper's random edge parameters, drawn per sample.
+
+    The Gaussian kernel is drawn from ``kernel_sizes`` (paper: {1, 3, 5, 7}) and the Canny low
+    threshold uniformly among the integers of ``[low_range[0], low_range[1])`` (paper: [50, 100)),
+    high = low + ``threshold_gap`` (paper: 50). Seed it with ``set_random_state`` (as
+    ``monai.utils.set_determinism`` and MONAI's data loaders do). Use the deterministic
+    :class:`HierarchicalPatchd` for validation and inference.
+
+    Other arguments: see :class:`HierarchicalPatchd`.
+    """
+
+    backend = HierarchicalPatchd.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        length: int,
+        patch_size: int,
+        ref_key: str = "image",
+        mode: Sequence[str] | str = "area",
+        inverse_mode: Sequence[str | None] | str | None = None,
+        num_classes: Sequence[int | None] | int | None = None,
+        padding_value: Sequence[float] | float = 0.0,
+        kernel_sizes: Sequence[int] = (1, 3, 5, 7),
+        low_range: Sequence[int] = (50, 100),
+        threshold_gap: float = 50,
+        min_size: int = 2,
+        fill: str = "area",
+        channel_reduction: str = "max",
+        edge_method: str = "itk",
+        score_key: str | None = None,
+        geom_key: str | None = "geom",
+        token_mask_key: str | None = "token_mask",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        RandomizableTransform.__init__(self, prob=1.0)
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        self.kernel_sizes = tuple(check_int(k, "kernel_sizes", 1) for k in ensure_tuple(kernel_sizes))
+        if not self.kernel_sizes or any(k % 2 == 0 for k in self.kernel_sizes):
+            raise ValueError(f"kernel_sizes must be a non-empty sequence of odd integers, got {kernel_sizes!r}.")
+        if len(low_range) != 2 or not 0 <= low_range[0] < low_range[1]:
+            raise ValueError(f"low_range must be (low, high) with 0 <= low < high, got {low_range!r}.")
+        self.low_range = (check_int(low_range[0], "low_range", 0), check_int(low_range[1], "low_range", 1))
+        if threshold_gap < 0:
+            raise ValueError(f"threshold_gap must be >= 0, got {threshold_gap}.")
+        self.threshold_gap = float(threshold_gap)
+        self.patcher = HierarchicalPatchd(
+            keys,
+            length,
+            patch_size,
+            ref_key=ref_key,
+            mode=mode,
+            inverse_mode=inverse_mode,
+            num_classes=num_classes,
+            padding_value=padding_value,
+            kernel_size=self.kernel_sizes[0],
+            thresholds=(self.low_range[0], self.low_range[0] + self.threshold_gap),
+            min_size=min_size,
+            fill=fill,
+            channel_reduction=channel_reduction,
+            edge_method=edge_method,
+            score_key=score_key,
+            geom_key=geom_key,
+            token_mask_key=token_mask_key,
+            allow_missing_keys=allow_missing_keys,
+        )
+        self.kernel_size = self.kernel_sizes[0]
+        self.thresholds = (float(self.low_range[0]), self.low_range[0] + self.threshold_gap)
+
+    def randomize(self, data: Any = None) -> None:
+        self.kernel_size = int(self.R.choice(self.kernel_sizes))
+        low = float(self.R.randint(self.low_range[0], self.low_range[1]))
+        self.thresholds = (low, low + self.threshold_gap)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        self.randomize()
+        forest = self.patcher.forest(data, kernel_size=self.kernel_size, thresholds=self.thresholds)
+        return self.patcher.patch(data, forest)
+
+    def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        return self.patcher.inverse(data)
+
+
+class Depatchd(MapTransform):
+    """Dictionary :class:`~monai_shf.transforms.Depatch`: ``(C, L, p, ...)`` -> ``(C, *spatial)``.
+
+    The forest of each key comes from its own patch record when it has one (it is consumed), else
+    from ``ref_key``'s record (left in place), e.g. ``Depatchd(keys="pred", ref_key="image")`` after
+    ``decollate_batch``, where the prediction is a bare tensor but the image still carries its trace.
+
+    Args:
+        keys: token keys to depatch.
+        ref_key: key whose trace holds the forest for keys without their own record.
+        mode: ``"linear"``/``"nearest"`` per key; ``None`` uses the recorded mode.
+    """
+
+    backend = Depatch.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        ref_key: str | None = "image",
+        mode: Sequence[str | None] | str | None = "linear",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.ref_key = ref_key
+        self.mode = ensure_tuple_rep(mode, len(self.keys))
+        self.depatcher = Depatch(mode=None)
+        for m in self.mode:
+            if m is not None:
+                check_choice(m, "mode", DESERIALIZE_MODES)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key, mode in self.key_iterator(d, self.mode):
+            tokens = d[key]
+            own = isinstance(tokens, MetaTensor) and any(
+                isinstance(op, dict) and op.get(TraceKeys.CLASS_NAME) in PATCH_CLASS_NAMES for op in tokens.applied_operations
+            )
+            if own:
+                d[key] = self.depatcher(tokens, mode=mode)
+                continue
+            if self.ref_key is None or self.ref_key not in d:
+                raise ValueError(f"data[{key!r}] carries no patch record and ref_key {self.ref_key!r} is not in the data.")
+            forest, info = forest_from_trace(d[self.ref_key], pop=False)
+            d[key] = self.depatcher(tokens, forest=forest, mode=mode or info.get("mode"))
+        return d
+
+
+EdgeMapD = EdgeMapDict = EdgeMapd
+HierarchicalPatchD = HierarchicalPatchDict = HierarchicalPatchd
+RandHierarchicalPatchD = RandHierarchicalPatchDict = RandHierarchicalPatchd
+DepatchD = DepatchDict = Depatchd

@@ -1,0 +1,120 @@
+"""Functional SHF transforms: pure functions plus MONAI trace bookkeeping.
+
+``hierarchical_patch`` serialises an image with a forest and records the forest in the image's
+``applied_operations``; ``depatch`` rebuilds the full-resolution image; ``forest_from_trace`` finds
+the forest again in a MetaTensor's trace. The array and dictionary transforms are thin wrappers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from monai.data import MetaTensor
+from monai.transforms.inverse import TraceableTransform
+from monai.utils import TraceKeys, convert_to_tensor
+
+from monai_shf.forest import Forest, build_forest, deserialize, edge_map, serialize
+
+__all__ = ["PATCH_CLASS_NAMES", "edge_forest", "hierarchical_patch", "depatch", "forest_from_trace", "patch_extra_info"]
+
+# names under which the patch transform appears in applied_operations
+PATCH_CLASS_NAMES = ("HierarchicalPatch",)
+
+
+def edge_forest(
+    image: Any,
+    length: int,
+    kernel_size: int,
+    thresholds: Sequence[float],
+    min_size: int,
+    fill: str,
+    channel_reduction: str,
+    edge_method: str,
+    score: Any = None,
+) -> Forest:
+    """The forest of a ``(C, *spatial)`` image: its edge map (or the given ``score``) then the build.
+
+    ``score`` may be ``(*spatial)`` or ``(1, *spatial)``; when given, no edges are computed.
+    """
+    if score is None:
+        score = edge_map(image, kernel_size, thresholds, channel_reduction=channel_reduction, method=edge_method)
+    elif score.ndim == image.ndim:
+        if score.shape[0] != 1:
+            raise ValueError(f"a score map must have one channel, got shape {tuple(score.shape)}.")
+        score = score[0]
+    if tuple(score.shape) != tuple(image.shape[1:]):
+        raise ValueError(f"score map shape {tuple(score.shape)} does not match the image's spatial shape {tuple(image.shape[1:])}.")
+    return build_forest(score, length, min_size=min_size, fill=fill)
+
+
+def patch_extra_info(forest: Forest, patch_size: int, mode: str, inverse_mode: str) -> dict[str, Any]:
+    """The ``extra_info`` recorded for one patching: picklable numpy/int/str values only.
+
+    ``"mode"`` is the depatching mode (``Invertd(nearest_interp=True)`` turns it into ``"nearest"``);
+    ``"serialize_mode"`` is how the tokens were made."""
+    return {"forest": forest.to_dict(), "patch_size": int(patch_size), "mode": inverse_mode, "serialize_mode": mode}
+
+
+def hierarchical_patch(
+    img: Any,
+    forest: Forest,
+    patch_size: int,
+    mode: str,
+    inverse_mode: str,
+    num_classes: int | None,
+    padding_value: float,
+    transform_info: dict,
+) -> torch.Tensor:
+    """Serialise ``img`` ``(C, *spatial)`` into ``(C', L, p, ...)`` tokens and record the forest.
+
+    The tokens keep ``img``'s metadata (affine included: it describes the image the tokens came from
+    and is what the inverse restores); ``applied_operations`` gains one entry with the forest.
+    """
+    tokens = convert_to_tensor(serialize(img, forest, patch_size, mode=mode, num_classes=num_classes), track_meta=False)
+    if padding_value != 0 and forest.num_padding:
+        tokens[:, forest.num_leaves:] = padding_value
+    extra_info = patch_extra_info(forest, patch_size, mode, inverse_mode)
+    meta_info = TraceableTransform.track_transform_meta(
+        img,
+        sp_size=tuple(tokens.shape[1:]),
+        extra_info=extra_info,
+        orig_size=forest.spatial_shape,
+        transform_info=transform_info,
+    )
+    if isinstance(img, MetaTensor):
+        return MetaTensor(tokens).copy_meta_from(meta_info)
+    return tokens
+
+
+def depatch(tokens: Any, forest: Forest, mode: str) -> torch.Tensor:
+    """Rebuild ``(C, *spatial)`` from ``(C, L, p, ...)`` tokens; metadata (and the remaining trace)
+    of a MetaTensor input are kept."""
+    out = convert_to_tensor(deserialize(tokens, forest, mode=mode), track_meta=False)
+    if isinstance(tokens, MetaTensor):
+        return MetaTensor(out).copy_meta_from(tokens)
+    return out
+
+
+def forest_from_trace(img: Any, pop: bool = False) -> tuple[Forest, dict[str, Any]]:
+    """The most recent patching recorded in a MetaTensor's ``applied_operations``.
+
+    Returns the forest and the whole ``extra_info``; with ``pop`` the record and everything applied
+    after it are removed (the record must then be the most recent one)."""
+    if not isinstance(img, MetaTensor):
+        raise TypeError(
+            f"the forest is read from a MetaTensor's applied_operations, got {type(img).__name__}; "
+            "pass the forest explicitly or use a MetaTensor produced by HierarchicalPatch."
+        )
+    ops = img.applied_operations
+    for i in range(len(ops) - 1, -1, -1):
+        op = ops[i]
+        if isinstance(op, dict) and op.get(TraceKeys.CLASS_NAME) in PATCH_CLASS_NAMES:
+            if pop:
+                if i != len(ops) - 1:
+                    raise ValueError("the patching is not the most recent transform of this MetaTensor; invert the later ones first.")
+                ops.pop()
+            info = op[TraceKeys.EXTRA_INFO]
+            return Forest.from_dict(info["forest"]), info
+    raise ValueError("no HierarchicalPatch record in applied_operations: these tokens were not made by HierarchicalPatch.")
+
