@@ -123,7 +123,7 @@ def _chunks(ids: np.ndarray, per_leaf: int) -> list[np.ndarray]:
 
 
 def _resample_matrix(src: int, dst: int, mode: str, device: torch.device) -> torch.Tensor:
-    """``(dst, src)`` float32 matrix resampling one axis with half-pixel centres.
+    """``(dst, src)`` float64 matrix resampling one axis with half-pixel centres.
 
     ``"sum"``: 0/1 membership of source pixel ``o`` in output pixel ``floor(o * dst / src)`` when
     downsampling, the nearest source pixel when upsampling (divide by the row sums for means).
@@ -144,7 +144,7 @@ def _resample_matrix(src: int, dst: int, mode: str, device: torch.device) -> tor
         w = u - lo
         m.index_put_((rows, lo), 1.0 - w, accumulate=True)
         m.index_put_((rows, hi), w, accumulate=True)
-    return m.to(device=device, dtype=torch.float32)
+    return m.to(device=device)  # float64: callers cast to the data dtype
 
 
 def _separable(x: torch.Tensor, mats: list[torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,0 +1,33 @@
+# Quick start: `make demo` and `make test` (both create .venv on first use).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU build by default (found locally on our machines). GPU users: make TORCH_SPEC="torch==2.13.0" TORCH_INDEX="--index-url https://..."
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+PYTEST_ARGS ?= -n 2
+
+.PHONY: venv test demo bench clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first and pinned: an unpinned torch would make pip resolve several GB of CUDA wheels
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)" $(TORCH_INDEX)
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS) tests
+
+demo: venv
+	$(BIN)/monai-shf demo --output-dir outputs/demo
+
+bench: venv
+	$(BIN)/python benchmarks/patching.py
+	$(BIN)/python benchmarks/fidelity.py
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache *.egg-info

@@ -1,0 +1,188 @@
+"""monai_shf.forest.resample: serialize / deserialize."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from monai_shf.forest import Forest, build_forest, deserialize, serialize
+
+
+def _reference_area(image: np.ndarray, forest: Forest, p: int) -> np.ndarray:
+    """Per-leaf loop: token pixel i = mean of the leaf pixels o with floor(o * p / s) == i (s >= p),
+    nearest pixel floor((i + 0.5) * s / p) otherwise."""
+    c, ndim = image.shape[0], forest.spatial_dims
+    out = np.zeros((c, forest.length) + (p,) * ndim)
+    for n, (start, size) in enumerate(zip(forest.starts, forest.sizes)):
+        leaf = image[(slice(None),) + tuple(slice(a, a + s) for a, s in zip(start, size))].astype(np.float64)
+        for a, s in enumerate(size):
+            axis = 1 + a
+            if s >= p:
+                owner = (np.arange(s) * p) // s
+                leaf = np.stack([np.take(leaf, np.flatnonzero(owner == i), axis=axis).mean(axis=axis) for i in range(p)], axis=axis)
+            else:
+                leaf = np.take(leaf, ((2 * np.arange(p) + 1) * s) // (2 * p), axis=axis)
+        out[:, n] = leaf
+    return out
+
+
+def _mixed_forest(shape=(48, 80), length=60, seed=0) -> Forest:
+    return build_forest(np.random.default_rng(seed).random(shape) < 0.05, length)
+
+
+@pytest.mark.parametrize("shape,length,p", [((64, 64), 40, 8), ((48, 80), 60, 4), ((37, 29), 30, 3), ((16, 12, 20), 50, 4), ((32, 32, 32), 64, 8)])
+def test_area_matches_reference_for_float_images(shape, length, p, rng):
+    forest = build_forest(rng.random(shape) < 0.05, length)
+    image = rng.random((2,) + shape).astype(np.float32)
+    tokens = serialize(image, forest, p)
+    assert tokens.shape == (2, length) + (p,) * len(shape) and tokens.dtype == np.float32
+    np.testing.assert_allclose(tokens, _reference_area(image, forest, p), rtol=1e-5, atol=1e-6)
+
+
+def test_integer_pyramid_is_within_half_a_grey_level_per_halving(rng):
+    forest = build_forest(rng.random((256, 256)) < 0.01, 100)
+    image = rng.integers(0, 256, (3, 256, 256), dtype=np.uint8)
+    tokens = serialize(image, forest, 8)
+    exact = _reference_area(image, forest, 8)
+    levels = np.log2(np.maximum(forest.sizes[:, 0] / 8, 1))
+    bound = 0.5 * levels[None, :, None, None] + 1e-6
+    assert (np.abs(tokens[:, : forest.num_leaves] - exact[:, : forest.num_leaves]) <= bound).all()
+
+
+def test_nearest_keeps_dtype_and_values(rng):
+    forest = _mixed_forest()
+    label = rng.integers(0, 5, (1, 48, 80)).astype(np.int16)
+    tokens = serialize(label, forest, 4, mode="nearest")
+    assert tokens.dtype == np.int16
+    assert set(np.unique(tokens[:, : forest.num_leaves])) <= set(np.unique(label))
+    start, size = forest.starts[0], forest.sizes[0]
+    rows = start[0] + ((2 * np.arange(4) + 1) * size[0]) // 8
+    cols = start[1] + ((2 * np.arange(4) + 1) * size[1]) // 8
+    np.testing.assert_array_equal(tokens[0, 0], label[0][np.ix_(rows, cols)])
+
+
+def test_fraction_tokens_are_exact_class_fractions(rng):
+    forest = _mixed_forest()
+    label = rng.integers(0, 3, (1, 48, 80))
+    tokens = serialize(label, forest, 4, mode="fraction", num_classes=3)
+    assert tokens.shape == (3, forest.length, 4, 4)
+    onehot = np.stack([(label[0] == k) for k in range(3)]).astype(np.float32)
+    np.testing.assert_allclose(tokens, _reference_area(onehot, forest, 4), atol=1e-6)
+    np.testing.assert_allclose(tokens[:, : forest.num_leaves].sum(0), 1.0, atol=1e-6)
+    assert (tokens[:, forest.num_leaves:] == 0).all()
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (37, 91), (16, 16, 16), (5, 7, 9)])
+@pytest.mark.parametrize("length", [1, 7, 50])
+def test_constant_image_round_trip(shape, length):
+    forest = build_forest(np.random.default_rng(0).random(shape) < 0.1, length, min_size=1)
+    # exact for values whose sums are exact (integers, short dyadic fractions) ...
+    for value, dtype in ((7.0, np.float32), (42, np.uint8), (0.375, np.float64)):
+        image = np.full((1,) + shape, value, dtype=dtype)
+        tokens = serialize(image, forest, 4)
+        assert (tokens[:, : forest.num_leaves] == np.asarray(value, dtype=tokens.dtype)).all()
+        assert (deserialize(tokens, forest, mode="nearest") == np.asarray(value, dtype=tokens.dtype)).all()
+        # linear depatching is a convex combination: exact up to float rounding of its weights
+        np.testing.assert_allclose(deserialize(tokens, forest, mode="linear"), value, rtol=2e-7 if dtype != np.float64 else 1e-15)
+    # ... and to float rounding for any other value
+    image = np.full((1,) + shape, 0.1, dtype=np.float32)
+    np.testing.assert_allclose(deserialize(serialize(image, forest, 4), forest), 0.1, rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+@pytest.mark.parametrize("shape,p", [((64, 64), 8), ((32, 32, 32), 8)])
+def test_label_with_leaves_no_larger_than_p_is_lossless(shape, p, mode, rng):
+    ndim = len(shape)
+    # enough budget that every leaf is at most p wide (p / leaf side a power of two)
+    length = 1 + (2**ndim - 1) * sum((2**ndim) ** k for k in range(4 if ndim == 2 else 3))
+    forest = build_forest(rng.random(shape) < 0.3, length, min_size=2)
+    assert forest.sizes.max() <= p
+    label = (rng.random((1,) + shape) < 0.4).astype(np.uint8)
+    tokens = serialize(label, forest, p, mode="nearest")
+    back = deserialize(tokens, forest, mode=mode)
+    np.testing.assert_array_equal(back, label.astype(np.float32))
+
+
+def test_linear_deserialize_matches_bilinear_interpolation(rng):
+    forest = build_forest(np.zeros((64, 64)), 16)  # sixteen 16 x 16 leaves
+    tokens = rng.random((2, 16, 8, 8)).astype(np.float32)
+    canvas = deserialize(tokens, forest, mode="linear")
+    for n in range(16):
+        (r, c), (h, w) = forest.starts[n], forest.sizes[n]
+        expected = F.interpolate(torch.from_numpy(tokens[:, n])[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+        np.testing.assert_allclose(canvas[:, r:r + h, c:c + w], expected.numpy(), atol=1e-6)
+
+
+def test_soft_round_trip_is_faithful(rng):
+    yy, xx = np.mgrid[:128, :128]
+    mask = ((yy - 60) ** 2 + (xx - 70) ** 2 < 35**2).astype(np.uint8)
+    edges = np.zeros((128, 128), bool)
+    edges[np.abs(np.hypot(yy - 60, xx - 70) - 35) < 1] = True
+    forest = build_forest(edges, 256)
+    probs = deserialize(serialize(mask[None], forest, 4, mode="fraction", num_classes=2), forest)
+    fg = probs[1] > 0.5
+    dice = 2 * (fg & (mask > 0)).sum() / (fg.sum() + mask.sum())
+    assert dice > 0.99
+
+
+def test_torch_in_torch_out_and_inputs_untouched(rng):
+    forest = _mixed_forest()
+    image = torch.from_numpy(rng.random((1, 48, 80)).astype(np.float32))
+    before = image.clone()
+    tokens = serialize(image, forest, 4)
+    assert isinstance(tokens, torch.Tensor) and tokens.device == image.device
+    back = deserialize(tokens, forest)
+    assert isinstance(back, torch.Tensor) and back.shape == image.shape
+    assert torch.equal(image, before)
+    np.testing.assert_allclose(tokens.numpy(), serialize(image.numpy(), forest, 4))
+    t_before = tokens.clone()
+    deserialize(tokens, forest)
+    assert torch.equal(tokens, t_before)
+
+
+def test_bool_uint16_and_read_only_inputs(rng):
+    forest = _mixed_forest()
+    mask = rng.random((1, 48, 80)) < 0.5
+    assert serialize(mask, forest, 4, mode="nearest").dtype == bool
+    np.testing.assert_allclose(serialize(mask, forest, 4), serialize(mask.astype(np.float32), forest, 4), atol=1e-6)
+    image = rng.integers(0, 60000, (2, 48, 80)).astype(np.uint16)
+    image.setflags(write=False)
+    assert serialize(image, forest, 4).dtype == np.float32
+
+
+def test_padding_tokens_are_zero_and_ignored(rng):
+    forest = build_forest(np.zeros((32, 32)), 10, fill="pad")
+    assert forest.num_padding == 9
+    tokens = serialize(rng.random((1, 32, 32)).astype(np.float32) + 1, forest, 4)
+    assert (tokens[:, 1:] == 0).all()
+    noisy = tokens.copy()
+    noisy[:, 1:] = 99
+    np.testing.assert_array_equal(deserialize(noisy, forest), deserialize(tokens, forest))
+
+
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (lambda f: serialize(np.zeros((1, 10, 10)), f, 4), ValueError, "spatial shape"),
+        (lambda f: serialize(np.zeros((32, 32)), f, 4), ValueError, "dimensions"),
+        (lambda f: serialize(np.zeros((1, 32, 32)), f, 0), ValueError, "patch_size"),
+        (lambda f: serialize(np.zeros((1, 32, 32)), f, 4.0), TypeError, "patch_size"),
+        (lambda f: serialize(np.full((1, 32, 32), np.nan), f, 4), ValueError, "NaN"),
+        (lambda f: serialize(np.zeros((1, 32, 32)), f, 4, mode="cubic"), ValueError, "mode"),
+        (lambda f: serialize(np.zeros((2, 32, 32)), f, 4, mode="fraction"), ValueError, "one-channel"),
+        (lambda f: serialize(np.full((1, 32, 32), 3), f, 4, mode="fraction", num_classes=2), ValueError, "num_classes"),
+        (lambda f: serialize(np.full((1, 32, 32), 0.5), f, 4, mode="fraction"), ValueError, "integer"),
+        (lambda f: serialize(np.zeros((1, 32, 32)), "forest", 4), TypeError, "forest"),
+        (lambda f: deserialize(np.zeros((1, 9, 4, 4)), f), ValueError, "L=9"),
+        (lambda f: deserialize(np.zeros((1, 10, 4, 3)), f), ValueError, "equal sides"),
+        (lambda f: deserialize(np.zeros((1, 10, 4, 4, 4)), f), ValueError, "dimensions"),
+        (lambda f: deserialize(np.zeros((1, 10, 4, 4)), f, mode="cubic"), ValueError, "mode"),
+        (lambda f: deserialize(np.zeros((1, 0, 4, 4)), f), ValueError, "empty"),
+    ],
+)
+def test_bad_input(call, error, match):
+    forest = build_forest(np.zeros((32, 32)), 10)
+    with pytest.raises(error, match=match):
+        call(forest)

@@ -1,0 +1,286 @@
+"""monai_shf.forest.tree: the best-first quadtree/octree and the Forest record."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from monai_shf.forest import Forest, build_forest
+
+SEED_PATH = Path(__file__).resolve().parents[3] / "shared" / "reference" / "seed_shf.py"
+
+
+def _reference_z_order(forest: Forest) -> list[tuple]:
+    """Depth-first (Z-order) enumeration of the leaves, rebuilt independently from the leaf set:
+    a box that is not a leaf is halved like the forest does and its children visited in Z-order."""
+    leaves = {(tuple(s), tuple(z)) for s, z in zip(forest.starts.tolist(), forest.sizes.tolist())}
+    ndim = forest.spatial_dims
+    order: list[tuple] = []
+
+    def visit(start, size):
+        if (start, size) in leaves:
+            order.append((start, size))
+            return
+        assert all(s >= 2 for s in size), "leaf set does not come from halving"
+        halves = [s // 2 for s in size]
+        for k in range(2**ndim):
+            bits = [(k >> (ndim - 1 - a)) & 1 for a in range(ndim)]
+            cs = tuple(st + (h if b else 0) for st, h, b in zip(start, halves, bits))
+            cz = tuple((s - h) if b else h for s, h, b in zip(size, halves, bits))
+            visit(cs, cz)
+
+    # roots: the leaves' coarsest boxes, found as the tiling of the image by maximal root boxes
+    roots = _roots(forest)
+    for start, size in roots:
+        visit(start, size)
+    return order
+
+
+def _roots(forest: Forest) -> list[tuple]:
+    from monai_shf.forest.tree import _root_counts
+
+    shape = forest.spatial_shape
+    counts = _root_counts(shape, forest.length, min_size=1)
+    # the roots used by a forest are recovered from the build rule with min_size of the test below
+    bounds = [np.round(np.linspace(0, s, c + 1)).astype(int) for s, c in zip(shape, counts)]
+    out = []
+    for idx in np.ndindex(*counts):
+        start = tuple(int(bounds[a][i]) for a, i in enumerate(idx))
+        size = tuple(int(bounds[a][i + 1] - bounds[a][i]) for a, i in enumerate(idx))
+        out.append((start, size))
+    return out
+
+
+def _check_tiling(forest: Forest) -> None:
+    index = forest.leaf_index_map()
+    assert (index >= 0).all(), "gap in the tiling"
+    assert int(np.prod(forest.sizes, axis=1).sum()) == int(np.prod(forest.spatial_shape)), "overlap in the tiling"
+    counts = np.bincount(index.ravel(), minlength=forest.num_leaves)
+    assert np.array_equal(counts, np.prod(forest.sizes, axis=1))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 70), min_size=2, max_size=2),
+    length=st.integers(1, 300),
+    min_size=st.integers(1, 3),
+    density=st.sampled_from([0.0, 0.01, 0.2, 1.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_tiling_length_and_zorder_2d(shape, length, min_size, density, seed):
+    shape = tuple(shape)
+    if min_size > max(shape):
+        return
+    score = np.random.default_rng(seed).random(shape) < density
+    forest = build_forest(score, length, min_size=min_size)
+    _check_tiling(forest)
+    assert forest.length == length and forest.num_leaves <= length
+    assert forest.token_mask().sum() == forest.num_leaves and forest.token_mask().shape == (length,)
+    # leaves never below min_size, except along an axis that is itself shorter
+    for a, s in enumerate(shape):
+        assert (forest.sizes[:, a] >= min(min_size, s)).all()
+    # padding: at most 2^D - 2 unless no leaf could be split any further
+    splittable = (forest.sizes >= 2 * min_size).all(axis=1)
+    if forest.num_padding > 2:
+        assert not splittable.any(), "budget left unused while a leaf could still be split"
+    if min_size == 1:
+        order = _reference_z_order(forest)
+        got = [(tuple(s), tuple(z)) for s, z in zip(forest.starts.tolist(), forest.sizes.tolist())]
+        assert got == order
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 18), min_size=3, max_size=3),
+    length=st.integers(1, 400),
+    density=st.sampled_from([0.0, 0.05, 0.5]),
+    seed=st.integers(0, 2**16),
+)
+def test_tiling_and_zorder_3d(shape, length, density, seed):
+    shape = tuple(shape)
+    score = np.random.default_rng(seed).random(shape) < density
+    forest = build_forest(score, length, min_size=1)
+    _check_tiling(forest)
+    assert forest.num_leaves <= length
+    splittable = (forest.sizes >= 2).all(axis=1)
+    if forest.num_padding > 6:
+        assert not splittable.any()
+    got = [(tuple(s), tuple(z)) for s, z in zip(forest.starts.tolist(), forest.sizes.tolist())]
+    assert got == _reference_z_order(forest)
+
+
+def test_z_order_of_a_uniform_quadtree():
+    forest = build_forest(np.zeros((4, 4)), length=16, min_size=1)
+    # the 16 pixels in Morton order (row bit above column bit)
+    expected = [(0, 0), (0, 1), (1, 0), (1, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 0), (2, 1), (3, 0), (3, 1), (2, 2), (2, 3), (3, 2), (3, 3)]
+    assert [tuple(s) for s in forest.starts.tolist()] == expected
+
+
+def test_exact_length_for_every_budget():
+    score = np.random.default_rng(0).random((128, 128)) < 0.05
+    for length in range(1, 80):
+        forest = build_forest(score, length)
+        assert forest.num_leaves == length - (length - 1) % 3
+    for length in (1, 7, 8, 9, 15, 50):
+        forest = build_forest(np.random.default_rng(0).random((32, 32, 32)) < 0.05, length)
+        assert forest.num_leaves == length - (length - 1) % 7
+
+
+def test_best_first_follows_the_edges():
+    score = np.zeros((64, 64), dtype=bool)
+    score[40:44, 8:12] = True  # one small blob of edges
+    forest = build_forest(score, length=13, min_size=1, fill="pad")
+    # the blob is refined, the empty quadrants are not
+    small = forest.sizes[:, 0] < 16
+    assert small.any()
+    rows, cols = forest.starts[small, 0], forest.starts[small, 1]
+    assert (rows >= 32).all() and (cols < 32).all()
+
+
+def test_unsplittable_leaves_do_not_stop_the_others():
+    score = np.zeros((64, 64), dtype=np.uint8)
+    score[:2, :2] = 1  # the densest leaf reaches min_size quickly...
+    score[50, 50] = 1  # ...while a weaker edge elsewhere still deserves refinement
+    forest = build_forest(score, length=1 + 3 * 12, min_size=2, fill="pad")
+    around = (forest.starts[:, 0] <= 50) & (50 < forest.ends[:, 0]) & (forest.starts[:, 1] <= 50) & (50 < forest.ends[:, 1])
+    assert forest.sizes[around].max() == 2, "the seed's global stop at the first min-size leaf is back"
+    assert forest.num_leaves == 1 + 3 * 9  # root + 4 splits down each of the two edge paths, then padding
+
+
+def test_fill_area_and_pad():
+    blank = np.zeros((64, 64))
+    area = build_forest(blank, length=1 + 3 + 12 + 48)
+    assert area.num_leaves == 64 and (area.sizes == 8).all(), "no-edge budget must become a uniform grid"
+    pad = build_forest(blank, length=64, fill="pad")
+    assert pad.num_leaves == 1 and pad.num_padding == 63
+
+
+def test_ties_are_broken_by_volume_then_z_order():
+    score = np.ones((8, 8), dtype=bool)  # all children equal: Z-order decides
+    forest = build_forest(score, length=7, min_size=1)
+    small = forest.sizes[:, 0] == 2
+    assert small.sum() == 4 and (forest.starts[small] < 4).all(), "the first quadrant in Z-order is split first"
+
+
+def test_non_square_and_non_power_of_two_shapes():
+    score = np.random.default_rng(3).random((37, 250)) < 0.1
+    forest = build_forest(score, length=100)
+    _check_tiling(forest)
+    assert forest.num_leaves >= 98
+    # roots keep leaves near-square on elongated images
+    ratio = forest.sizes.max(axis=1) / forest.sizes.min(axis=1)
+    assert ratio.max() <= 4
+
+
+def test_deterministic_and_input_untouched():
+    score = (np.random.default_rng(5).random((100, 80)) < 0.1).astype(np.float32)
+    before = score.copy()
+    a = build_forest(score, 301)
+    b = build_forest(score, 301)
+    assert a == b and hash(a) == hash(b)
+    assert np.array_equal(score, before)
+
+
+def test_score_types_agree():
+    edges = np.random.default_rng(7).random((96, 96)) < 0.05
+    ref = build_forest(edges, 301)
+    assert build_forest(edges.astype(np.uint8) * 255, 301) == ref
+    assert build_forest(edges.astype(np.float32), 301) == ref
+    assert build_forest(torch.from_numpy(edges), 301) == ref
+
+
+def test_no_integer_overflow_on_large_0_255_maps():
+    # 8192^2 * 255 overflows int32 and uint32: the counts must still order correctly
+    score = np.full((8192, 8192), 255, dtype=np.uint8)
+    score[:4096, :4096] = 0
+    forest = build_forest(score, length=7, min_size=1, fill="pad")
+    # the empty quadrant (Z-order first) must not be split: its score is 0
+    assert forest.num_leaves == 7
+    first = forest.starts[0]
+    assert tuple(first) == (0, 0) and tuple(forest.sizes[0]) == (4096, 4096)
+
+
+def test_geom_and_dict_round_trip():
+    forest = build_forest(np.random.default_rng(0).random((64, 48)) < 0.1, length=50)
+    geom = forest.geom()
+    assert geom.shape == (50, 4) and geom.dtype == np.float32
+    real = geom[: forest.num_leaves]
+    assert (real >= 0).all() and (real <= 1).all()
+    assert (geom[forest.num_leaves:] == 0).all()
+    info = forest.to_dict()
+    assert info["starts"].shape == (50, 2)
+    assert Forest.from_dict(info) == forest
+    torch_info = {k: torch.as_tensor(v)[None] for k, v in info.items()}  # after collation of one sample
+    assert Forest.from_dict(torch_info) == forest
+
+
+def _load_seed():
+    if not SEED_PATH.exists():
+        pytest.skip(f"seed reference not found at {SEED_PATH}")
+    spec = importlib.util.spec_from_file_location("seed_shf", SEED_PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("seed_shf", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("side,splits", [(64, 0), (64, 1), (64, 7), (64, 30), (128, 60), (128, 100)])
+def test_same_leaf_set_as_the_seed(side, splits):
+    seed = _load_seed()
+    rng = np.random.default_rng(side + splits)
+    # positive, distinct-ish weights: no ties at the cut, no zero-score leaves, no 2-px stop
+    weights = rng.integers(1, 1_000_000, size=(side, side)).astype(np.int64)
+    length = 1 + 3 * splits
+    reference = seed.FixedHierachicalForest(domain=weights * 255, fixed_length=length)
+    expected = {(y1, x1, y2 - y1, x2 - x1) for x1, x2, y1, y2 in reference.encode_nodes()}
+    forest = build_forest(weights, length, min_size=1)
+    got = {(s[0], s[1], z[0], z[1]) for s, z in zip(forest.starts.tolist(), forest.sizes.tolist())}
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        (dict(score=np.zeros((0, 5)), length=4), ValueError, "empty"),
+        (dict(score=np.zeros(5), length=4), ValueError, "dimensions"),
+        (dict(score=np.zeros((2, 2, 2, 2)), length=4), ValueError, "dimensions"),
+        (dict(score=np.array([[np.nan, 0], [0, 0]]), length=4), ValueError, "NaN"),
+        (dict(score=np.array([[np.inf, 0], [0, 0]]), length=4), ValueError, "NaN or infinite"),
+        (dict(score=-np.ones((4, 4)), length=4), ValueError, "non-negative"),
+        (dict(score=np.zeros((4, 4)), length=0), ValueError, "length"),
+        (dict(score=np.zeros((4, 4)), length=4.0), TypeError, "length"),
+        (dict(score=np.zeros((4, 4)), length=True), TypeError, "length"),
+        (dict(score=np.zeros((4, 4)), length=4, min_size=0), ValueError, "min_size"),
+        (dict(score=np.zeros((4, 4)), length=4, min_size=2.5), TypeError, "min_size"),
+        (dict(score=np.zeros((4, 4)), length=4, min_size=5), ValueError, "min_size"),
+        (dict(score=np.zeros((4, 4)), length=4, fill="zeros"), ValueError, "fill"),
+        (dict(score=[[0, 1], [1, 0]], length=4), TypeError, "score"),
+        (dict(score=np.zeros((4, 4), dtype=complex), length=4), TypeError, "dtype"),
+    ],
+)
+def test_bad_input(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        build_forest(**kwargs)
+
+
+def test_constant_and_all_zero_images_are_valid():
+    for score in (np.zeros((32, 32)), np.full((32, 32), 3.0), np.ones((32, 32), dtype=bool)):
+        forest = build_forest(score, 22)
+        _check_tiling(forest)
+        assert forest.num_leaves == 22
+
+
+def test_forest_record_validation():
+    with pytest.raises(ValueError, match="length"):
+        Forest(np.zeros((3, 2)), np.ones((3, 2)), (4, 4), 2)
+    with pytest.raises(ValueError, match="inside"):
+        Forest(np.zeros((1, 2)), np.full((1, 2), 5), (4, 4), 2)
+    with pytest.raises(ValueError, match="missing"):
+        Forest.from_dict({"starts": np.zeros((1, 2))})

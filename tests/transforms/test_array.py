@@ -1,0 +1,115 @@
+"""monai_shf.transforms.array: EdgeMap, HierarchicalPatch (invertible), Depatch."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.utils import TraceKeys
+
+from monai_shf.forest import build_forest, edge_map
+from monai_shf.transforms import Depatch, EdgeMap, HierarchicalPatch
+
+
+def _blobs(shape=(96, 128), seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    img = np.zeros(shape, np.float32)
+    for _ in range(6):
+        cy, cx, r = rng.integers(10, shape[0] - 10), rng.integers(10, shape[1] - 10), rng.integers(5, 15)
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r**2] = 1.0
+    return img
+
+
+def test_edge_map_transform_keeps_metadata():
+    affine = torch.diag(torch.tensor([2.0, 3.0, 1.0, 1.0]))
+    img = MetaTensor(torch.from_numpy(_blobs())[None] * 200, affine=affine)
+    out = EdgeMap(kernel_size=3, thresholds=(50, 100))(img)
+    assert isinstance(out, MetaTensor) and out.shape == (1, 96, 128) and out.dtype == torch.bool
+    assert torch.equal(out.affine, img.affine)
+    np.testing.assert_array_equal(out[0].numpy(), edge_map(img.numpy()))
+    assert EdgeMap()(img.numpy()).shape == (1, 96, 128)
+
+
+def test_patch_records_a_picklable_forest_and_inverts():
+    img = MetaTensor(torch.from_numpy(_blobs())[None] * 100)
+    patch = HierarchicalPatch(length=100, patch_size=8)
+    tokens = patch(img)
+    assert isinstance(tokens, MetaTensor) and tokens.shape == (1, 100, 8, 8)
+    op = tokens.applied_operations[-1]
+    assert op[TraceKeys.CLASS_NAME] == "HierarchicalPatch"
+    assert op[TraceKeys.EXTRA_INFO]["mode"] == "linear"
+    assert tuple(op[TraceKeys.ORIG_SIZE]) == (96, 128)
+    pickle.loads(pickle.dumps(op))  # numpy / int / str only
+    back = patch.inverse(tokens)
+    assert back.shape == (1, 96, 128) and not back.applied_operations
+    forest = patch.build(img)
+    assert forest == build_forest(edge_map(img.numpy()), 100, min_size=2)
+
+
+def test_label_modes_and_padding_value():
+    label = MetaTensor(torch.from_numpy(_blobs())[None].to(torch.uint8))
+    patch = HierarchicalPatch(length=100, patch_size=8, mode="nearest", padding_value=255)
+    forest = build_forest(np.zeros((96, 128)), 100, fill="pad")
+    tokens = patch(label, forest=forest)
+    assert tokens.dtype == torch.uint8
+    assert (tokens[:, forest.num_leaves:] == 255).all()
+    assert tokens.applied_operations[-1][TraceKeys.EXTRA_INFO]["mode"] == "nearest"
+    soft = patch(label, forest=forest, mode="fraction", num_classes=2)
+    assert soft.shape == (2, 100, 8, 8) and soft.dtype == torch.float32
+    assert soft.applied_operations[-1][TraceKeys.EXTRA_INFO]["mode"] == "linear"
+
+
+def test_depatch_from_trace_or_explicit_forest():
+    img = MetaTensor(torch.from_numpy(_blobs())[None])
+    patch = HierarchicalPatch(length=64, patch_size=4, kernel_size=1)
+    tokens = patch(img)
+    out = Depatch(mode="nearest")(tokens)
+    assert out.shape == (1, 96, 128)
+    forest = patch.build(img)
+    bare = torch.rand(3, 64, 4, 4)  # e.g. a network's prediction, no trace
+    assert Depatch()(bare, forest=forest).shape == (3, 96, 128)
+    with pytest.raises(TypeError, match="MetaTensor"):
+        Depatch()(bare)
+    with pytest.raises(ValueError, match="no HierarchicalPatch"):
+        Depatch()(MetaTensor(bare))
+
+
+def test_3d_patch_and_inverse():
+    vol = np.zeros((24, 20, 16), np.float32)
+    vol[6:18, 4:12, 5:11] = 100
+    img = MetaTensor(torch.from_numpy(vol)[None])
+    patch = HierarchicalPatch(length=57, patch_size=4, edge_method="slicewise")
+    tokens = patch(img)
+    assert tokens.shape == (1, 57, 4, 4, 4)
+    back = patch.inverse(tokens)
+    assert back.shape == (1, 24, 20, 16)
+    assert torch.allclose(back[0, 10, 8, 8], torch.tensor(100.0)) and torch.allclose(back[0, 1, 1, 1], torch.tensor(0.0))
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        (dict(length=0, patch_size=8), ValueError, "length"),
+        (dict(length=16.0, patch_size=8), TypeError, "length"),
+        (dict(length=16, patch_size=0), ValueError, "patch_size"),
+        (dict(length=16, patch_size="8"), TypeError, "patch_size"),
+        (dict(length=16, patch_size=8, min_size=1.5), TypeError, "min_size"),
+        (dict(length=16, patch_size=8, mode="bilinear"), ValueError, "mode"),
+        (dict(length=16, patch_size=8, inverse_mode="cubic"), ValueError, "inverse_mode"),
+        (dict(length=16, patch_size=8, kernel_size=2), ValueError, "odd"),
+        (dict(length=16, patch_size=8, thresholds=(9, 1)), ValueError, "thresholds"),
+        (dict(length=16, patch_size=8, fill="none"), ValueError, "fill"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        HierarchicalPatch(**kwargs)
+
+
+def test_min_size_larger_than_the_image():
+    with pytest.raises(ValueError, match="min_size"):
+        HierarchicalPatch(length=16, patch_size=8, min_size=200)(np.zeros((1, 96, 128)))
