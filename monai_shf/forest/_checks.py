@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["check_int", "check_choice", "check_array", "is_tensor", "to_numpy"]
+__all__ = ["check_int", "check_choice", "check_array", "check_finite", "is_tensor", "to_numpy"]
 
 
 def check_int(value: Any, name: str, minimum: int | None = None) -> int:
@@ -67,10 +67,19 @@ def check_array(
     if isinstance(x, np.ndarray):
         if x.dtype.kind not in "biuf":
             raise TypeError(f"{name} must have a bool, integer or float dtype, got {x.dtype}.")
-        if finite and x.dtype.kind == "f" and not np.isfinite(x).all():
+    elif x.is_complex():
+        raise TypeError(f"{name} must have a bool, integer or float dtype, got {x.dtype}.")
+    if finite:
+        check_finite(x, name)
+
+
+def check_finite(x: Any, name: str) -> None:
+    """Raise ``ValueError`` if a float array/tensor holds NaN or inf.
+
+    A sum is one vectorised pass with no temporary; only when it is not finite (NaN/inf, or an
+    overflow of huge values) is the exact elementwise test run."""
+    if isinstance(x, np.ndarray):
+        if x.dtype.kind == "f" and not np.isfinite(x.sum()) and not np.isfinite(x).all():
             raise ValueError(f"{name} contains NaN or infinite values.")
-    else:
-        if x.is_complex():
-            raise TypeError(f"{name} must have a bool, integer or float dtype, got {x.dtype}.")
-        if finite and x.is_floating_point() and not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{name} contains NaN or infinite values.")
+    elif x.is_floating_point() and not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or infinite values.")

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_array, check_choice, check_int
+from ._checks import check_array, check_choice, check_finite, check_int
 from .tree import Forest
 
 __all__ = ["serialize", "deserialize", "SERIALIZE_MODES", "DESERIALIZE_MODES"]
@@ -49,8 +49,9 @@ DESERIALIZE_MODES = ("nearest", "linear")
 
 # dtypes OpenCV's INTER_AREA handles natively (it rounds integer ones)
 _CV_DTYPES = (torch.uint8, torch.uint16, torch.int16, torch.float32, torch.float64)
-# leaves gathered at once on the index-array path (bounds the temporary memory)
-_CHUNK_ELEMENTS = 1 << 24
+# elements resampled at once: bounds temporary memory, and small enough that a depatched chunk is
+# still in cache when it is scattered into the canvas
+_CHUNK_ELEMENTS = 1 << 21
 
 
 def _as_torch(x: Any) -> torch.Tensor:
@@ -77,10 +78,12 @@ def _restore(out: torch.Tensor, like: Any) -> Any:
 
 def _group_leaves(forest: Forest) -> list[tuple[tuple[int, ...], np.ndarray]]:
     """Leaf ids grouped by leaf size: ``[(size, ids), ...]``."""
-    sizes, inverse = np.unique(forest.sizes, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
+    # one integer key per size tuple (np.unique over rows is a slow structured sort)
+    key = np.ravel_multi_index(tuple(forest.sizes.T), tuple(s + 1 for s in forest.spatial_shape))
+    keys, inverse = np.unique(key, return_inverse=True)
     order = np.argsort(inverse, kind="stable")
-    splits = np.cumsum(np.bincount(inverse, minlength=len(sizes)))[:-1]
+    splits = np.cumsum(np.bincount(inverse, minlength=len(keys)))[:-1]
+    sizes = np.stack(np.unravel_index(keys, tuple(s + 1 for s in forest.spatial_shape)), axis=1)
     return [(tuple(int(v) for v in s), ids) for s, ids in zip(sizes, np.split(order, splits))]
 
 
@@ -208,6 +211,18 @@ class _AreaPyramid:
             self.levels.append(self._halve(self.levels[-1]))
         return self.levels[k]
 
+    def check_finite(self, name: str) -> None:
+        """NaN/inf anywhere in level 0 reach level 1 (means of 2x2 blocks), so level 1 (a quarter of
+        the data) plus the odd border rows/columns it crops are checked instead of level 0."""
+        x = self.levels[0]
+        if len(self.levels) == 1 or not x.is_floating_point():
+            check_finite(x, name)
+            return
+        check_finite(self.levels[1], name)
+        for a, s in enumerate(x.shape[1:]):
+            if s % 2:
+                check_finite(x.narrow(1 + a, s - 1, 1), name)
+
     @staticmethod
     def _halve(x: torch.Tensor) -> torch.Tensor:
         spatial = tuple(s // 2 for s in x.shape[1:])
@@ -231,7 +246,8 @@ def _pyramid_level(size: tuple[int, ...], patch: int) -> int | None:
     return ratio.bit_length() - 1
 
 
-def _serialize_area(x: torch.Tensor, forest: Forest, patch: int, out: torch.Tensor) -> None:
+def _serialize_area(x: torch.Tensor, forest: Forest, patch: int, out: torch.Tensor, name: str = "image") -> None:
+    """Area tokens into ``out``; also checks ``x`` for NaN/inf (cheaply, through the pyramid)."""
     pyramid = _AreaPyramid(x)
     for size, ids in _group_leaves(forest):
         starts = forest.starts[ids]
@@ -250,6 +266,7 @@ def _serialize_area(x: torch.Tensor, forest: Forest, patch: int, out: torch.Tens
         for chunk in _chunks(ids, int(np.prod(size)) * x.shape[0]):
             blocks = _Blocks(x, forest.starts[chunk], size).get().to(out.dtype)
             out[:, torch.as_tensor(chunk, device=x.device)] = _area_resample(blocks, size, patch)
+    pyramid.check_finite(name)
 
 
 def _nearest_index(out_len: int, src_len: Any) -> np.ndarray:
@@ -268,10 +285,10 @@ def _serialize_nearest(x: torch.Tensor, forest: Forest, patch: int, out: torch.T
     out[:, :n] = x[tuple(key)]
 
 
-def _check_image(image: Any, forest: Forest, name: str = "image") -> None:
+def _check_image(image: Any, forest: Forest, name: str = "image", finite: bool = True) -> None:
     if not isinstance(forest, Forest):
         raise TypeError(f"forest must be a monai_shf.forest.Forest, got {type(forest).__name__}.")
-    check_array(image, name, ndims=(forest.spatial_dims + 1,))
+    check_array(image, name, ndims=(forest.spatial_dims + 1,), finite=finite)
     if tuple(image.shape[1:]) != forest.spatial_shape:
         raise ValueError(
             f"{name} spatial shape {tuple(image.shape[1:])} does not match the forest's spatial shape "
@@ -300,9 +317,9 @@ def serialize(
         ``(C, L, p, p[, p])`` tokens (``(K, L, ...)`` for ``"fraction"``): float32 for ``"area"`` and
         ``"fraction"`` (float64 input stays float64), the input dtype for ``"nearest"``; padding zero.
     """
-    _check_image(image, forest)
-    patch = check_int(patch_size, "patch_size", 1)
     mode = check_choice(mode, "mode", SERIALIZE_MODES)
+    _check_image(image, forest, finite=mode != "area")  # "area" checks through its pyramid
+    patch = check_int(patch_size, "patch_size", 1)
     x = _as_torch(image)
     c, ndim = x.shape[0], forest.spatial_dims
     token_shape = (forest.length,) + (patch,) * ndim

@@ -242,9 +242,10 @@ def _interval_sums(x: np.ndarray, bounds: np.ndarray, axis: int, max_value: floa
 
         if longest == 1:
             return part(0).astype(dtype), new_max
-        out = np.add(part(0), part(1), dtype=dtype)
+        # same-dtype adds take numpy's fast vectorised loops; ask for a cast only when needed
+        out = np.add(part(0), part(1)) if dtype == x.dtype else np.add(part(0), part(1), dtype=dtype)
         for j in range(2, longest):
-            np.add(out, part(j), out=out, dtype=dtype)
+            np.add(out, part(j), out=out)
         return out, new_max
     out_shape = list(x.shape)
     out_shape[axis] = n
@@ -266,15 +267,16 @@ def _pair_sums(c: np.ndarray, max_value: float) -> tuple[np.ndarray, float]:
         even = [slice(None)] * c.ndim
         odd = [slice(None)] * c.ndim
         even[axis], odd[axis] = slice(0, None, 2), slice(1, None, 2)
-        c = np.add(c[tuple(even)], c[tuple(odd)], dtype=dtype)
+        c = np.add(c[tuple(even)], c[tuple(odd)]) if dtype == c.dtype else np.add(c[tuple(even)], c[tuple(odd)], dtype=dtype)
     return c, max_value
 
 
 def _count_pyramid(score: np.ndarray, bounds: list[list[np.ndarray]], depth: int) -> list[np.ndarray]:
     """``C[d]`` for ``d = 0..depth``: block sums of ``score`` over the depth-``d`` interval grid."""
-    if score.dtype == bool:
+    binary = score.dtype == bool
+    if binary:
         score = score.view(np.uint8)
-    max_value = float(score.max()) if score.dtype.kind != "f" else 0.0
+    max_value = 1.0 if binary else float(score.max()) if score.dtype.kind != "f" else 0.0
     counts = score
     for axis in range(score.ndim):
         counts, max_value = _interval_sums(counts, bounds[axis][depth], axis, max_value)
@@ -329,119 +331,180 @@ def build_forest(score: Any, length: int, min_size: int = 2, fill: str = "area")
     max_depth = min(len(b) - 1 for b in bounds)
     pyramid = _count_pyramid(s, bounds, max_depth)
 
-    # python lists: scalar access in the split loop is much cheaper than numpy indexing
-    bounds_l = [[b.tolist() for b in axis_bounds] for axis_bounds in bounds]
-    can_l = [[c.tolist() for c in axis_can] for _, axis_can in axes]
-    # per depth: may every node of that depth be split? do all of them have the same volume?
-    every_splittable = [d < max_depth and all(all(can_l[a][d]) for a in range(ndim)) for d in range(max_depth + 1)]
-    same_volume = []
-    for d in range(max_depth + 1):
-        lengths = [np.diff(bounds[a][d]) for a in range(ndim)]
-        uniform = all(x.min() == x.max() for x in lengths)
-        same_volume.append(int(np.prod([x[0] for x in lengths])) if uniform else 0)
-    per_split = 2**ndim - 1
-    # Z-code: root index, then one group of D bits per depth (axis 0 most significant)
-    shifts = [ndim * (max_depth - d) for d in range(max_depth + 1)]
-    child_offsets = [tuple((k >> (ndim - 1 - a)) & 1 for a in range(ndim)) for k in range(2**ndim)]
-
-    def volume(d: int, idx: tuple[int, ...]) -> int:
-        if same_volume[d]:
-            return same_volume[d]
-        v = 1
-        for a in range(ndim):
-            v *= bounds_l[a][d][idx[a] + 1] - bounds_l[a][d][idx[a]]
-        return v
-
-    def splittable(d: int, idx: tuple[int, ...]) -> bool:
-        if every_splittable[d]:
-            return True
-        return d < max_depth and all(can_l[a][d][idx[a]] for a in range(ndim))
-
-    # frontier entries: (-score, -volume, code, depth, index) in the edge heap and
-    # (-volume, code, depth, index) in the fill pool; only splittable nodes enter either
-    edge_heap: list[tuple] = []
-    fill_pool: list[tuple] = []
-    split_nodes: list[tuple[int, int, tuple[int, ...]]] = []  # (depth, code, index)
-    roots_idx = list(np.ndindex(*roots))
-    for root, idx in enumerate(roots_idx):
-        if splittable(0, idx):
-            value, code = float(pyramid[0][idx]), root << shifts[0]
-            if value > 0:
-                edge_heap.append((-value, -volume(0, idx), code, 0, idx))
-            else:
-                fill_pool.append((-volume(0, idx), code, 0, idx))
-    heapq.heapify(edge_heap)
-    num_leaves = len(roots_idx)
-    add, heappush = operator.add, heapq.heappush
-
-    # edge phase: best-first by score; splittable children with a zero score wait for the fill phase
-    while edge_heap and num_leaves + per_split <= length:
-        _, _, code, d, idx = heapq.heappop(edge_heap)
-        split_nodes.append((d, code, idx))
-        num_leaves += per_split
-        d += 1
-        if d == max_depth:
-            continue  # children are leaves for good
-        scores = pyramid[d][tuple(slice(2 * i, 2 * i + 2) for i in idx)].ravel().tolist()
-        base = tuple(2 * i for i in idx)
-        shift, check, vol = shifts[d], not every_splittable[d], -same_volume[d]
-        for k, offsets in enumerate(child_offsets):
-            child = tuple(map(add, base, offsets))
-            if check and not splittable(d, child):
-                continue
-            entry = (vol or -volume(d, child), code | (k << shift), d, child)
-            if scores[k] > 0:
-                heappush(edge_heap, (-scores[k],) + entry)
-            else:
-                fill_pool.append(entry)
-
-    # fill phase (reached only when no positive-score leaf is left): largest leaves first
-    if fill == "area" and num_leaves + per_split <= length:
-        heapq.heapify(fill_pool)
-        while fill_pool and num_leaves + per_split <= length:
-            _, code, d, idx = heapq.heappop(fill_pool)
-            split_nodes.append((d, code, idx))
-            num_leaves += per_split
-            d += 1
-            base = tuple(2 * i for i in idx)
-            for k, offsets in enumerate(child_offsets):
-                child = tuple(map(add, base, offsets))
-                if splittable(d, child):
-                    heapq.heappush(fill_pool, (-volume(d, child), code | (k << shifts[d]), d, child))
-
-    starts, ends = _leaves(split_nodes, roots_idx, bounds, shifts, ndim)
+    grid = _Grid(bounds, [c for _, c in axes], roots, max_depth)
+    max_splits = (length - math.prod(roots)) // (2**ndim - 1)
+    split = _edge_splits(grid, pyramid, max_splits)
+    if fill == "area" and split.size < max_splits:
+        split = split.concat(_fill_splits(grid, pyramid, split, max_splits - split.size))
+    starts, ends = grid.leaves(split)
     return Forest(starts, ends - starts, tuple(int(x) for x in shape), length)
 
 
+class _Nodes:
+    """A set of nodes as arrays: ``depth (n,)`` and ``index (n, D)`` (cell of the depth's grid)."""
 
-def _leaves(
-    split_nodes: list[tuple[int, int, tuple[int, ...]]],
-    roots_idx: list[tuple[int, ...]],
-    bounds: list[list[np.ndarray]],
-    shifts: list[int],
-    ndim: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Leaf boxes in Z-order: the roots and the children of split nodes, minus the split nodes."""
-    n_split, arity = len(split_nodes), 2**ndim
-    split_depth = np.fromiter((n[0] for n in split_nodes), np.int64, n_split)
-    split_code = np.fromiter((n[1] for n in split_nodes), np.int64, n_split)
-    split_idx = np.array([n[2] for n in split_nodes], dtype=np.int64).reshape(-1, ndim)
-    k = np.arange(arity, dtype=np.int64)
-    offsets = np.stack([(k >> (ndim - 1 - a)) & 1 for a in range(ndim)], axis=1)
-    depth = np.concatenate([np.zeros(len(roots_idx), np.int64), np.repeat(split_depth + 1, arity)])
-    index = np.concatenate([np.array(roots_idx, np.int64).reshape(-1, ndim), (2 * split_idx[:, None] + offsets).reshape(-1, ndim)])
-    code = np.concatenate([
-        np.arange(len(roots_idx), dtype=np.int64) << shifts[0],
-        np.repeat(split_code, arity) | (np.tile(k, n_split) << np.asarray(shifts, np.int64)[np.repeat(split_depth + 1, arity)]),
-    ])
-    # a node is identified by (code, depth): its code is shared with its first descendants
-    keep = ~np.isin((code << 6) | depth, (split_code << 6) | split_depth)
-    order = np.argsort(code[keep], kind="stable")
-    depth, index = depth[keep][order], index[keep][order]
-    starts, ends = np.empty_like(index), np.empty_like(index)
-    for d in np.unique(depth):
-        rows = depth == d
-        for a in range(ndim):
-            starts[rows, a] = bounds[a][d][index[rows, a]]
-            ends[rows, a] = bounds[a][d][index[rows, a] + 1]
-    return starts, ends
+    def __init__(self, depth: np.ndarray, index: np.ndarray):
+        self.depth, self.index = depth, index
+
+    @property
+    def size(self) -> int:
+        return int(self.depth.size)
+
+    def take(self, rows: np.ndarray) -> "_Nodes":
+        return _Nodes(self.depth[rows], self.index[rows])
+
+    def concat(self, other: "_Nodes") -> "_Nodes":
+        return _Nodes(np.concatenate([self.depth, other.depth]), np.concatenate([self.index, other.index]))
+
+
+class _Grid:
+    """Per-depth interval grids of a forest: splittability, volumes, Z-codes, children, leaves."""
+
+    def __init__(self, bounds: list[list[np.ndarray]], can: list[list[np.ndarray]], roots: list[int], max_depth: int):
+        self.bounds, self.can, self.roots, self.max_depth = bounds, can, roots, max_depth
+        self.ndim = len(bounds)
+        k = np.arange(2**self.ndim)
+        # child k of cell i is cell 2 i + offsets[k] (Z-order: axis 0 is the most significant bit)
+        self.offsets = np.stack([(k >> (self.ndim - 1 - a)) & 1 for a in range(self.ndim)], axis=1)
+        if self.ndim * max_depth + max(1, math.prod(roots)).bit_length() > 62:
+            raise ValueError("image too large for 64-bit Z-codes; raise min_size.")
+
+    def level(self, depth: int, nodes_index: np.ndarray, arrays: list[list[np.ndarray]]) -> list[np.ndarray]:
+        return [arrays[a][depth][nodes_index[:, a]] for a in range(self.ndim)]
+
+    def splittable(self, depth: int, index: np.ndarray) -> np.ndarray:
+        if depth >= self.max_depth:
+            return np.zeros(len(index), dtype=bool)
+        return np.logical_and.reduce(self.level(depth, index, self.can))
+
+    def volume(self, depth: int, index: np.ndarray) -> np.ndarray:
+        v = np.ones(len(index), dtype=np.int64)
+        for a in range(self.ndim):
+            v *= np.diff(self.bounds[a][depth])[index[:, a]]
+        return v
+
+    def children(self, depth: int, index: np.ndarray) -> np.ndarray:
+        """``(n * 2^D, D)`` child cells at ``depth + 1``, each parent's children together, in Z-order."""
+        return (2 * index[:, None, :] + self.offsets[None]).reshape(-1, self.ndim)
+
+    def codes(self, nodes: _Nodes) -> np.ndarray:
+        """Z-codes: root (row-major) then ``D`` bits per depth; a node's code is that of its first
+        descendant, so sorting leaves by code gives the depth-first (Morton) order."""
+        out = np.zeros(nodes.size, dtype=np.int64)
+        for d in np.unique(nodes.depth):
+            rows = nodes.depth == d
+            index = nodes.index[rows]
+            root = np.ravel_multi_index(tuple((index >> d).T), self.roots)
+            local = index & ((1 << int(d)) - 1)
+            code = np.zeros(len(index), dtype=np.int64)
+            for bit in range(int(d)):
+                for a in range(self.ndim):
+                    code |= ((local[:, a] >> bit) & 1) << (self.ndim * bit + self.ndim - 1 - a)
+            out[rows] = (root << (self.ndim * self.max_depth)) | (code << (self.ndim * (self.max_depth - int(d))))
+        return out
+
+    def roots_nodes(self) -> _Nodes:
+        index = np.array(list(np.ndindex(*self.roots)), dtype=np.int64).reshape(-1, self.ndim)
+        return _Nodes(np.zeros(len(index), dtype=np.int64), index)
+
+    def leaves(self, split: _Nodes) -> tuple[np.ndarray, np.ndarray]:
+        """Leaf boxes in Z-order: the roots and the children of split nodes, minus the split nodes."""
+        everything = self.roots_nodes()
+        for d in np.unique(split.depth):
+            parents = split.index[split.depth == d]
+            kids = self.children(int(d), parents)
+            everything = everything.concat(_Nodes(np.full(len(kids), d + 1, dtype=np.int64), kids))
+        codes = self.codes(everything)
+        # a node is identified by (code, depth): its code is shared with its first descendants
+        split_keys = (self.codes(split) << 6) | split.depth
+        keep = ~np.isin((codes << 6) | everything.depth, split_keys)
+        order = np.argsort(codes[keep], kind="stable")
+        leaves = everything.take(np.flatnonzero(keep)[order])
+        starts, ends = np.empty_like(leaves.index), np.empty_like(leaves.index)
+        for d in np.unique(leaves.depth):
+            rows = leaves.depth == d
+            for a in range(self.ndim):
+                starts[rows, a] = self.bounds[a][d][leaves.index[rows, a]]
+                ends[rows, a] = self.bounds[a][d][leaves.index[rows, a] + 1]
+        return starts, ends
+
+
+def _edge_splits(grid: _Grid, pyramid: list[np.ndarray], max_splits: int) -> _Nodes:
+    """The nodes split by the edge phase: the ``max_splits`` first positive-score splittable nodes
+    of the full tree in (score desc, volume desc, Z-order) order.
+
+    That order never puts a child before its parent, so its first ``K`` nodes are exactly what a
+    best-first heap would split. They are found level by level: a node whose score is below the
+    ``K``-th best score collected so far cannot be among them, nor can its descendants (scores only
+    shrink downwards), so the frontier stays ``O(K)`` per level.
+    """
+    depth_parts, index_parts, score_parts = [], [], []
+    threshold = 0.0  # scores must exceed it (the edge phase takes positive scores only)
+    inclusive = False
+    frontier = grid.roots_nodes().index
+    collected = np.zeros(0)
+    for d in range(grid.max_depth):
+        scores = pyramid[d][tuple(frontier.T)].astype(np.float64)
+        keep = ((scores >= threshold) if inclusive else (scores > threshold)) & grid.splittable(d, frontier)
+        frontier, scores = frontier[keep], scores[keep]
+        if not len(frontier):
+            break
+        depth_parts.append(np.full(len(frontier), d, dtype=np.int64))
+        index_parts.append(frontier)
+        score_parts.append(scores)
+        collected = np.concatenate([collected, scores])
+        if max_splits and collected.size >= max_splits:
+            kth = float(np.partition(collected, collected.size - max_splits)[collected.size - max_splits])
+            if kth > threshold or not inclusive:
+                threshold, inclusive = max(kth, threshold), True
+        frontier = grid.children(d, frontier)
+    if not depth_parts or max_splits == 0:
+        return _Nodes(np.zeros(0, np.int64), np.zeros((0, grid.ndim), np.int64))
+    nodes = _Nodes(np.concatenate(depth_parts), np.concatenate(index_parts))
+    if nodes.size <= max_splits:
+        return nodes
+    scores = np.concatenate(score_parts)
+    volumes = np.concatenate([grid.volume(int(d), i) for d, i in zip(np.concatenate([p[:1] for p in depth_parts]), index_parts)])
+    order = np.lexsort((grid.codes(nodes), -volumes, -scores))[:max_splits]
+    return nodes.take(order)
+
+
+def _fill_splits(grid: _Grid, pyramid: list[np.ndarray], split: _Nodes, budget: int) -> _Nodes:
+    """Uniform refinement of what the edge phase left: split the largest splittable leaves first
+    (ties in Z-order), round by round, one volume at a time."""
+    # the current splittable leaves: roots and children of split nodes that were not split
+    pool = grid.roots_nodes()
+    for d in np.unique(split.depth):
+        kids = grid.children(int(d), split.index[split.depth == d])
+        pool = pool.concat(_Nodes(np.full(len(kids), d + 1, dtype=np.int64), kids))
+    if split.size:
+        split_keys = (grid.codes(split) << 6) | split.depth
+        pool = pool.take(np.flatnonzero(~np.isin((grid.codes(pool) << 6) | pool.depth, split_keys)))
+    chosen = []
+    while budget > 0 and pool.size:
+        splittable = np.zeros(pool.size, dtype=bool)
+        volumes = np.zeros(pool.size, dtype=np.int64)
+        for d in np.unique(pool.depth):
+            rows = pool.depth == d
+            splittable[rows] = grid.splittable(int(d), pool.index[rows])
+            volumes[rows] = grid.volume(int(d), pool.index[rows])
+        pool, volumes = pool.take(np.flatnonzero(splittable)), volumes[splittable]
+        if not pool.size:
+            break
+        top = np.flatnonzero(volumes == volumes.max())
+        top = top[np.argsort(grid.codes(pool.take(top)), kind="stable")][:budget]
+        now = pool.take(top)
+        chosen.append(now)
+        budget -= now.size
+        rest = np.ones(pool.size, dtype=bool)
+        rest[top] = False
+        pool = pool.take(np.flatnonzero(rest))
+        for d in np.unique(now.depth):
+            kids = grid.children(int(d), now.index[now.depth == d])
+            pool = pool.concat(_Nodes(np.full(len(kids), d + 1, dtype=np.int64), kids))
+    if not chosen:
+        return _Nodes(np.zeros(0, np.int64), np.zeros((0, grid.ndim), np.int64))
+    out = chosen[0]
+    for c in chosen[1:]:
+        out = out.concat(c)
+    return out

@@ -152,6 +152,19 @@ def test_bool_uint16_and_read_only_inputs(rng):
     assert serialize(image, forest, 4).dtype == np.float32
 
 
+@pytest.mark.parametrize("where", [(0, 5, 7), (0, 32, 5), (0, 10, 31)])
+def test_a_single_nan_anywhere_is_caught(where):
+    # area tokens check finiteness through the pyramid: the odd border row must still be seen
+    forest = build_forest(np.zeros((33, 32)), 40)
+    image = np.zeros((1, 33, 32), dtype=np.float32)
+    image[where] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        serialize(image, forest, 4)
+    image[where] = -np.inf
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        serialize(torch.from_numpy(image), forest, 4, mode="nearest")
+
+
 def test_padding_tokens_are_zero_and_ignored(rng):
     forest = build_forest(np.zeros((32, 32)), 10, fill="pad")
     assert forest.num_padding == 9
