@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import load_seed, nuclei2d, table  # noqa: E402
 
 from monai_shf.forest import build_forest, deserialize, edge_map, serialize  # noqa: E402
+from monai_shf.forest.edges import to_uint8  # noqa: E402
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -44,8 +45,9 @@ def main() -> None:
             "ours hard + nearest": f"{dice(hard[0] > 0.5, gt):.4f}",
         }
         if seed is not None:
-            # the seed reads an 8-bit RGB image and an (H, W, 1) target (values 0/1)
-            img8 = np.repeat(np.clip(img, 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+            # the seed reads an 8-bit RGB image and an (H, W, 1) target (values 0/1); it gets the
+            # same 8-bit image our edge map sees (min-max scaled), so both forests see the same edges
+            img8 = np.repeat(to_uint8(img)[..., None], 3, axis=-1)
             target = gt.astype(np.uint8)[..., None]
             seq_img, seq_mask, seed_forest = seed.seed_patchify(img8, target, fixed_length=length, patch_size=p, kernel=kernel, canny=thresholds)
             rebuilt = seed_forest.deserialize(np.asarray(seq_mask, dtype=np.float32)[..., None], p, 1)[..., 0]

@@ -243,9 +243,10 @@ def _interval_sums(x: np.ndarray, bounds: np.ndarray, axis: int, max_value: floa
         if longest == 1:
             return part(0).astype(dtype), new_max
         # same-dtype adds take numpy's fast vectorised loops; ask for a cast only when needed
-        out = np.add(part(0), part(1)) if dtype == x.dtype else np.add(part(0), part(1), dtype=dtype)
+        # (the dtype holds every sum by construction, so the casts below are safe)
+        out = np.add(part(0), part(1)) if dtype == x.dtype else np.add(part(0), part(1), dtype=dtype, casting="unsafe")
         for j in range(2, longest):
-            np.add(out, part(j), out=out)
+            np.add(out, part(j), out=out, casting="unsafe")
         return out, new_max
     out_shape = list(x.shape)
     out_shape[axis] = n
@@ -329,13 +330,15 @@ def build_forest(score: Any, length: int, min_size: int = 2, fill: str = "area")
     bounds = [b for b, _ in axes]
     # a node of depth d can be split only if all its axes can; so the tree is at most this deep
     max_depth = min(len(b) - 1 for b in bounds)
-    pyramid = _count_pyramid(s, bounds, max_depth)
+    # scores are needed for the nodes that may be split, i.e. down to depth max_depth - 1 only:
+    # the finest grid (the largest) is never read
+    pyramid = _count_pyramid(s, bounds, max(max_depth - 1, 0))
 
     grid = _Grid(bounds, [c for _, c in axes], roots, max_depth)
     max_splits = (length - math.prod(roots)) // (2**ndim - 1)
     split = _edge_splits(grid, pyramid, max_splits)
     if fill == "area" and split.size < max_splits:
-        split = split.concat(_fill_splits(grid, pyramid, split, max_splits - split.size))
+        split = split.concat(_fill_splits(grid, split, max_splits - split.size))
     starts, ends = grid.leaves(split)
     return Forest(starts, ends - starts, tuple(int(x) for x in shape), length)
 
@@ -469,7 +472,7 @@ def _edge_splits(grid: _Grid, pyramid: list[np.ndarray], max_splits: int) -> _No
     return nodes.take(order)
 
 
-def _fill_splits(grid: _Grid, pyramid: list[np.ndarray], split: _Nodes, budget: int) -> _Nodes:
+def _fill_splits(grid: _Grid, split: _Nodes, budget: int) -> _Nodes:
     """Uniform refinement of what the edge phase left: split the largest splittable leaves first
     (ties in Z-order), round by round, one volume at a time."""
     # the current splittable leaves: roots and children of split nodes that were not split
