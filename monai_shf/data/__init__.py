@@ -1,5 +1,16 @@
-"""Embedded datasets: a synthetic generator (the default when no real data is given)."""
+"""Embedded datasets (synthetic generators, written to a bundle's dataset_dir on first run) and
+real-data datalists (JSON loading, folder-layout makers, header checks before training)."""
 
-from .synthetic import synthetic_tissue_2d
+from .datalist import check_datalist, ensure_synthetic_2d, ensure_synthetic_3d, image_header, load_datalist, make_datalist
+from .synthetic import synthetic_organs_3d, synthetic_tissue_2d
 
-__all__ = ["synthetic_tissue_2d"]
+__all__ = [
+    "synthetic_tissue_2d",
+    "synthetic_organs_3d",
+    "ensure_synthetic_2d",
+    "ensure_synthetic_3d",
+    "load_datalist",
+    "check_datalist",
+    "image_header",
+    "make_datalist",
+]
