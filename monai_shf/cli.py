@@ -1,8 +1,11 @@
 """``monai-shf`` command line.
 
-``monai-shf demo``: patch a real image (``shared/data/nuclei2d`` when present, else a generated
-tissue image), print leaves, compression and the depatching Dice of a perfect prediction, and write
-a forest-overlay figure.
+``monai-shf demo``: train the 2D bundle for a few epochs on its embedded generated dataset, evaluate
+it at full resolution (after depatching), and write a figure input / forest / prediction / truth.
+``monai-shf patch-demo``: patch a real image (``shared/data/nuclei2d`` when present, else a generated
+tissue image), print leaves, compression and the depatching Dice of a perfect prediction.
+``monai-shf datalist``: write a MONAI datalist JSON for a folder layout (``imagesTr``/``labelsTr`` or
+image + mask files side by side).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["main", "find_nuclei2d", "patching_demo"]
+__all__ = ["main", "find_nuclei2d", "patching_demo", "training_demo"]
 
 
 def find_nuclei2d() -> Path | None:
@@ -87,17 +90,114 @@ def patching_demo(output_dir: Path, length: int, patch_size: int, kernel_size: i
     return result
 
 
+BUNDLE_2D = Path(__file__).resolve().parents[1] / "bundles" / "shf_2d_segmentation"
+
+
+def training_demo(output_dir: Path, max_epochs: int, num_train: int, image_size: int) -> dict:
+    """Train, evaluate and run inference with the 2D bundle (small network) under ``output_dir``."""
+    import warnings
+
+    import torch
+    from monai.bundle import ConfigWorkflow
+
+    from monai_shf.forest import build_forest, edge_map
+    from monai_shf.visualize import forest_overlay, panels, save_png, to_rgb
+
+    configs = BUNDLE_2D / "configs"
+    if not configs.is_dir():
+        raise SystemExit(f"the 2D bundle is not at {configs}; run the demo from a clone of the repository.")
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    overrides = {
+        "bundle_root": str(output_dir.resolve()),
+        "max_epochs": max_epochs,
+        "val_interval": max(1, max_epochs // 4),
+        "num_train": num_train,
+        "num_val": 2,
+        "image_size": image_size,
+        "network_def#hidden_size": 128,
+        "network_def#mlp_dim": 256,
+        "network_def#num_layers": 4,
+        "network_def#num_heads": 4,
+        "learning_rate": 5e-4,
+        "resume": False,
+        "progress_bar": False,
+    }
+    common = dict(meta_file=str(configs / "metadata.json"), logging_file=str(configs / "logging.conf"))
+
+    def workflow(files: list[str], kind: str, keys: tuple[str, ...] | None = None) -> ConfigWorkflow:
+        chosen = overrides if keys is None else {k: v for k, v in overrides.items() if k in keys}
+        wf = ConfigWorkflow(config_file=[str(configs / f) for f in files], workflow_type=kind, **common, **chosen)
+        wf.initialize()
+        return wf
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t0 = time.perf_counter()
+        train = workflow(["train.yaml"], "train")
+        train.run()
+        t1 = time.perf_counter()
+        evaluate = workflow(["train.yaml", "evaluate.yaml"], "train")
+        evaluate.run()
+        metrics = dict(evaluate.parser.get_parsed_content("validate#evaluator").state.metrics)
+        infer = workflow(["inference.yaml"], "infer", keys=("bundle_root", "num_train", "num_val", "image_size", "network_def#hidden_size",
+                                                             "network_def#mlp_dim", "network_def#num_layers", "network_def#num_heads"))
+        infer.run()
+    # a figure of the first validation image
+    from PIL import Image
+
+    datalist = train.parser.get_parsed_content("datalist")
+    item = datalist["validation"][0]
+    image = np.moveaxis(np.asarray(Image.open(item["image"])), -1, 0)
+    truth = np.asarray(Image.open(item["label"]))
+    pred_path = output_dir / "eval" / "predictions" / (Path(item["image"]).stem + "_seg.png")
+    pred = np.asarray(Image.open(pred_path))
+    params = train.parser.get_parsed_content("validate#preprocessing").transforms[-1].patcher
+    forest = build_forest(edge_map(image, params.edges.kernel_size, params.edges.thresholds), params.length, min_size=params.min_size)
+    figure = panels(
+        [to_rgb(image), forest_overlay(image, forest), to_rgb(pred.astype(np.float32)), to_rgb(truth.astype(np.float32))],
+        ["input", f"forest: {forest.num_leaves} leaves", "prediction (depatched)", "ground truth"],
+    )
+    path = save_png(output_dir / "demo_figure.png", figure)
+    return {"metrics": metrics, "train_seconds": t1 - t0, "figure": str(path), "pred_path": str(pred_path),
+            "dice_figure_image": _dice(pred > 0, truth > 0)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="monai-shf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="patch a real image and report depatching fidelity")
-    demo.add_argument("--output-dir", type=Path, default=Path("outputs/demo"))
+    train = sub.add_parser("demo", help="train, evaluate and run the 2D bundle on its embedded data (a few minutes on CPU)")
+    train.add_argument("--output-dir", type=Path, default=Path("outputs/demo"))
+    train.add_argument("--max-epochs", type=int, default=30)
+    train.add_argument("--num-train", type=int, default=8)
+    train.add_argument("--image-size", type=int, default=1024)
+    demo = sub.add_parser("patch-demo", help="patch a real image and report depatching fidelity")
+    demo.add_argument("--output-dir", type=Path, default=Path("outputs/patch_demo"))
     demo.add_argument("--length", type=int, default=1024)
     demo.add_argument("--patch-size", type=int, default=8)
     demo.add_argument("--kernel-size", type=int, default=3)
     demo.add_argument("--thresholds", type=float, nargs=2, default=(50.0, 100.0))
+    datalist = sub.add_parser("datalist", help="write a MONAI datalist JSON for a folder layout")
+    datalist.add_argument("root", type=Path)
+    datalist.add_argument("--layout", choices=("msd", "paired"), default="msd", help="msd: imagesTr/labelsTr (BTCV, KiTS); paired: image + mask files (PAIP)")
+    datalist.add_argument("--output", type=Path, default=None, help="default: <root>/datalist.json")
+    datalist.add_argument("--val-fraction", type=float, default=0.2)
+    datalist.add_argument("--label-suffix", default="_mask")
+    datalist.add_argument("--image-suffix", default="")
     args = parser.parse_args(argv)
-    if args.command == "demo":
+    if args.command == "datalist":
+        from monai_shf.data import make_datalist
+
+        out = args.output or args.root / "datalist.json"
+        made = make_datalist(args.root, args.layout, out, args.val_fraction, args.image_suffix, args.label_suffix)
+        print(f"{out}: {len(made['training'])} training, {len(made['validation'])} validation cases")
+    elif args.command == "demo":
+        r = training_demo(args.output_dir, args.max_epochs, args.num_train, args.image_size)
+        m = r["metrics"]
+        print(f"trained the 2D bundle for {args.max_epochs} epochs on {args.num_train} generated {args.image_size}x{args.image_size} images in {r['train_seconds']:.0f} s")
+        print(f"full-resolution Dice after depatching (validation): {m['val_mean_dice']:.4f}   token-space Dice: {m['val_token_dice']:.4f}")
+        print(f"figure      {r['figure']}")
+        print(f"prediction  {r['pred_path']}")
+    elif args.command == "patch-demo":
         r = patching_demo(args.output_dir, args.length, args.patch_size, args.kernel_size, tuple(args.thresholds))
         print(f"data        {r['source']}")
         print(f"tokens      {r['token_shape']}  (L={r['length']}, {r['leaves']} leaves, {r['padding']} padding, leaf sides {r['leaf_sides']} px)")

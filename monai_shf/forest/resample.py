@@ -58,9 +58,12 @@ def _as_torch(x: Any) -> torch.Tensor:
     """A plain ``torch.Tensor`` sharing memory with ``x`` (MONAI metadata and numpy stripped)."""
     if isinstance(x, torch.Tensor):
         return x.detach().as_subclass(torch.Tensor)
+    x = np.asarray(x)
+    if any(stride < 0 for stride in x.strides):  # e.g. np.flip views: torch cannot wrap them
+        x = x.copy()  # (ascontiguousarray keeps a negative stride on a length-1 axis)
     with warnings.catch_warnings():  # read-only arrays are fine: nothing here writes to them
         warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(np.asarray(x))
+        return torch.from_numpy(x)
 
 
 def _alloc(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, zero: bool = False) -> torch.Tensor:
@@ -234,7 +237,8 @@ class _AreaPyramid:
                 cv.resize(planes[c], spatial[::-1], dst=out[c], interpolation=cv.INTER_AREA)
             return torch.from_numpy(out)
         pool = F.avg_pool2d if x.ndim == 3 else F.avg_pool3d
-        xf = x if x.is_floating_point() else x.float()
+        # means in at least float32: half precision would round every level (and has no 3D CPU pooling)
+        xf = x if x.dtype in (torch.float32, torch.float64) else x.float()
         return pool(xf.unsqueeze(0), 2).squeeze(0)
 
 

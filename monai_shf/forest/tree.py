@@ -72,6 +72,8 @@ class Forest:
             raise ValueError(f"a forest of length {length} cannot hold {starts.shape[0]} leaves.")
         if (sizes < 1).any() or (starts < 0).any() or (starts + sizes > np.asarray(shape)).any():
             raise ValueError("forest leaves must be non-empty boxes inside spatial_shape.")
+        if starts.shape[0] and int(np.prod(sizes, axis=1).sum()) != math.prod(shape):
+            raise ValueError(f"forest leaves must tile spatial_shape {shape}: their volumes do not add up to the image's.")
         starts.setflags(write=False)
         sizes.setflags(write=False)
         object.__setattr__(self, "starts", starts)
@@ -180,12 +182,33 @@ class Forest:
 
 
 def _root_counts(shape: Sequence[int], length: int, min_size: int) -> list[int]:
-    """Roots per axis: near-cubic roots no smaller than ``min_size``, at most ``length`` of them."""
-    side = max(min(shape), min_size)
-    counts = [max(1, s // side) for s in shape]
-    while math.prod(counts) > length:
+    """Roots per axis, at most ``length`` of them.
+
+    When nodes can be split (every side at least ``2 * min_size``), near-cubic roots of the shortest
+    side, so that leaves stay near-square. When they cannot (an axis too short to halve), roots are
+    the only leaves: as many as the budget and ``min_size`` allow. Either way, a grid over the budget
+    is shrunk proportionally, then grown back greedily to the largest product within the budget.
+    """
+    if min(shape) >= 2 * min_size:
+        side = min(shape)
+        limits = [max(1, s // side) for s in shape]
+    else:
+        limits = [max(1, s // min_size) for s in shape]
+    counts = list(limits)
+    if math.prod(counts) > length:
         scale = (length / math.prod(counts)) ** (1.0 / len(counts))
         counts = [max(1, int(c * scale)) for c in counts]
+        while math.prod(counts) > length:  # float rounding
+            counts[counts.index(max(counts))] -= 1
+        while True:  # grow the axis that keeps the product largest within the budget
+            grown = [
+                (math.prod(counts) // counts[a] * (counts[a] + 1), a)
+                for a in range(len(counts))
+                if counts[a] < limits[a] and math.prod(counts) // counts[a] * (counts[a] + 1) <= length
+            ]
+            if not grown:
+                break
+            counts[max(grown)[1]] += 1
     return counts
 
 
@@ -369,7 +392,8 @@ class _Grid:
         k = np.arange(2**self.ndim)
         # child k of cell i is cell 2 i + offsets[k] (Z-order: axis 0 is the most significant bit)
         self.offsets = np.stack([(k >> (self.ndim - 1 - a)) & 1 for a in range(self.ndim)], axis=1)
-        if self.ndim * max_depth + max(1, math.prod(roots)).bit_length() > 62:
+        # codes are shifted by 6 more bits to be paired with depths: keep them under 57 bits
+        if self.ndim * max_depth + max(1, math.prod(roots)).bit_length() > 56:
             raise ValueError("image too large for 64-bit Z-codes; raise min_size.")
 
     def level(self, depth: int, nodes_index: np.ndarray, arrays: list[list[np.ndarray]]) -> list[np.ndarray]:

@@ -277,7 +277,12 @@ class RandHierarchicalPatchd(RandomizableTransform, MapTransform, InvertibleTran
         return self.patcher.patch(data, forest)
 
     def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        return self.patcher.inverse(data)
+        # iterate with this transform's own key policy: Invertd switches allow_missing_keys on the
+        # transform it holds (this one), not on the inner patcher
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.patcher.patcher.inverse(d[key])
+        return d
 
 
 class Depatchd(MapTransform):
@@ -290,7 +295,8 @@ class Depatchd(MapTransform):
     Args:
         keys: token keys to depatch.
         ref_key: key whose trace holds the forest for keys without their own record.
-        mode: ``"linear"``/``"nearest"`` per key; ``None`` uses the recorded mode.
+        mode: ``"linear"``/``"nearest"`` per key; ``None`` (default) uses the mode recorded with the
+            forest, as ``Invertd`` does.
     """
 
     backend = Depatch.backend
@@ -299,7 +305,7 @@ class Depatchd(MapTransform):
         self,
         keys: KeysCollection,
         ref_key: str | None = "image",
-        mode: Sequence[str | None] | str | None = "linear",
+        mode: Sequence[str | None] | str | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)

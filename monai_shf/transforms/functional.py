@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
-from monai.data import MetaTensor
+from monai.data import MetaTensor, get_track_meta
 from monai.transforms.inverse import TraceableTransform
 from monai.utils import TraceKeys, convert_to_tensor
 
 from monai_shf.forest import Forest, build_forest, deserialize, edge_map, serialize
 
-__all__ = ["PATCH_CLASS_NAMES", "edge_forest", "hierarchical_patch", "depatch", "forest_from_trace", "patch_extra_info"]
+__all__ = ["PATCH_CLASS_NAMES", "edge_forest", "hierarchical_patch", "depatch", "forest_from_trace", "patch_extra_info", "padding_dtype"]
 
 # names under which the patch transform appears in applied_operations
 PATCH_CLASS_NAMES = ("HierarchicalPatch",)
@@ -71,8 +71,12 @@ def hierarchical_patch(
     The tokens keep ``img``'s metadata (affine included: it describes the image the tokens came from
     and is what the inverse restores); ``applied_operations`` gains one entry with the forest.
     """
+    img = convert_to_tensor(img, track_meta=get_track_meta())  # like MONAI's transforms: trace numpy input too
     tokens = convert_to_tensor(serialize(img, forest, patch_size, mode=mode, num_classes=num_classes), track_meta=False)
-    if padding_value != 0 and forest.num_padding:
+    if padding_value != 0:
+        # the dtype depends on the arguments only (never on whether this sample has padding), so
+        # every sample of a dataset collates
+        tokens = tokens.to(padding_dtype(tokens.dtype, padding_value))
         tokens[:, forest.num_leaves:] = padding_value
     extra_info = patch_extra_info(forest, patch_size, mode, inverse_mode)
     meta_info = TraceableTransform.track_transform_meta(
@@ -85,6 +89,23 @@ def hierarchical_patch(
     if isinstance(img, MetaTensor):
         return MetaTensor(tokens).copy_meta_from(meta_info)
     return tokens
+
+
+def padding_dtype(dtype: torch.dtype, padding_value: float) -> torch.dtype:
+    """``dtype``, or the smallest wider one that holds ``padding_value`` (e.g. uint8 tokens padded
+    with -100 become int16; a fractional value makes integer tokens float32)."""
+    if dtype.is_floating_point:
+        return dtype
+    if float(padding_value) != int(padding_value):
+        return torch.float32
+    value = int(padding_value)
+    for candidate in (dtype, torch.uint8, torch.int16, torch.int32, torch.int64):
+        if candidate == torch.bool:
+            continue
+        info = torch.iinfo(candidate)
+        if info.min <= value <= info.max and (candidate == dtype or torch.promote_types(dtype, candidate) == candidate):
+            return candidate
+    return torch.int64
 
 
 def depatch(tokens: Any, forest: Forest, mode: str) -> torch.Tensor:

@@ -152,6 +152,20 @@ def test_bool_uint16_and_read_only_inputs(rng):
     assert serialize(image, forest, 4).dtype == np.float32
 
 
+def test_negative_strides_and_half_precision(rng):
+    forest = _mixed_forest()
+    image = rng.random((1, 48, 80)).astype(np.float32)
+    flipped = np.flip(image, axis=2)
+    np.testing.assert_array_equal(serialize(flipped, forest, 4), serialize(flipped.copy(), forest, 4))
+    tokens = serialize(image, forest, 4)
+    np.testing.assert_array_equal(deserialize(np.flip(tokens, axis=0), forest), deserialize(tokens[::-1].copy(), forest))
+    half = torch.from_numpy(image).half()
+    np.testing.assert_allclose(serialize(half, forest, 4).numpy(), _reference_area(half.float().numpy(), forest, 4), atol=1e-5)
+    forest3 = build_forest(rng.random((8, 12, 16)) < 0.1, 30)
+    vol = torch.rand(1, 8, 12, 16).half()
+    assert serialize(vol, forest3, 4).dtype == torch.float32
+
+
 @pytest.mark.parametrize("where", [(0, 5, 7), (0, 32, 5), (0, 10, 31)])
 def test_a_single_nan_anywhere_is_caught(where):
     # area tokens check finiteness through the pyramid: the odd border row must still be seen

@@ -277,6 +277,15 @@ def test_constant_and_all_zero_images_are_valid():
         assert forest.num_leaves == 22
 
 
+@pytest.mark.parametrize("shape,min_size,length,leaves", [((3, 100), 2, 50, 50), ((5, 1, 9), 1, 44, 40), ((1, 7), 1, 7, 7)])
+def test_images_too_thin_to_split_use_their_budget_as_roots(shape, min_size, length, leaves):
+    forest = build_forest(np.ones(shape), length, min_size=min_size)
+    _check_tiling(forest)
+    assert forest.num_leaves == leaves
+    for a, s in enumerate(shape):
+        assert (forest.sizes[:, a] >= min(min_size, s)).all()
+
+
 def test_forest_record_validation():
     with pytest.raises(ValueError, match="length"):
         Forest(np.zeros((3, 2)), np.ones((3, 2)), (4, 4), 2)
@@ -284,3 +293,5 @@ def test_forest_record_validation():
         Forest(np.zeros((1, 2)), np.full((1, 2), 5), (4, 4), 2)
     with pytest.raises(ValueError, match="missing"):
         Forest.from_dict({"starts": np.zeros((1, 2))})
+    with pytest.raises(ValueError, match="tile"):
+        Forest(np.zeros((2, 2)), np.full((2, 2), 2), (64, 64), 2)

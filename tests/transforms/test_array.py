@@ -63,6 +63,18 @@ def test_label_modes_and_padding_value():
     assert soft.applied_operations[-1][TraceKeys.EXTRA_INFO]["mode"] == "linear"
 
 
+def test_numpy_input_is_traced_and_negative_padding_widens_the_dtype():
+    patch = HierarchicalPatch(length=100, patch_size=8, mode="nearest", padding_value=-100)
+    label = _blobs()[None].astype(np.uint8)
+    tokens = patch(label, forest=build_forest(np.zeros((96, 128)), 100, fill="pad"))
+    assert isinstance(tokens, MetaTensor) and tokens.applied_operations
+    assert tokens.dtype == torch.int16 and (tokens[:, 1:] == -100).all()
+    assert patch.inverse(tokens).shape == (1, 96, 128)
+    # the dtype follows the arguments, not the sample: a sample without padding gets int16 too
+    full = patch(label, forest=build_forest(np.zeros((96, 128)), 100))
+    assert full.dtype == torch.int16
+
+
 def test_depatch_from_trace_or_explicit_forest():
     img = MetaTensor(torch.from_numpy(_blobs())[None])
     patch = HierarchicalPatch(length=64, patch_size=4, kernel_size=1)

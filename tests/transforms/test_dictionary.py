@@ -146,6 +146,13 @@ def test_rand_patch_is_seeded_and_varies(nuclei2d):
     assert c.R is not None
 
 
+def test_invertd_through_the_random_patcher_with_several_keys(nuclei2d):
+    pre = Compose([RandHierarchicalPatchd(["image", "label"], 256, 8, mode=("area", "nearest"))])
+    out = pre(_nuclei_sample(nuclei2d))
+    out["pred"] = MetaTensor(torch.rand(2, 256, 8, 8))
+    assert Invertd(keys="pred", transform=pre, orig_keys="image")(out)["pred"].shape == (2, 512, 512)
+
+
 def test_score_key_and_edge_mapd(nuclei2d):
     sample = _nuclei_sample(nuclei2d)
     with_edges = EdgeMapd("image", kernel_size=3, output_keys="edges")(sample)
