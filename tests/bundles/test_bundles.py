@@ -1,0 +1,214 @@
+"""The two MONAI bundles, run with MONAI's own tools (ConfigWorkflow, bundle scripts, torchrun)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Events
+from monai.bundle import ConfigWorkflow, ckpt_export, verify_net_in_out
+
+ROOT = Path(__file__).resolve().parents[2]
+BUNDLES = {"2d": ROOT / "bundles" / "shf_2d_segmentation", "3d": ROOT / "bundles" / "shf_3d_segmentation"}
+TINY_NET = {"network_def#hidden_size": 32, "network_def#mlp_dim": 64, "network_def#num_layers": 1, "network_def#num_heads": 4}
+TINY = {
+    "2d": {"num_train": 2, "num_val": 1, "image_size": 128, "length": 64, **TINY_NET},
+    "3d": {"num_train": 2, "num_val": 1, "volume_size": [32, 32, 24], "length": 64, **TINY_NET},
+}
+RUN = {"max_epochs": 1, "val_interval": 1, "num_workers": 0, "progress_bar": False}
+
+
+def _files(kind: str, *names: str) -> list[str]:
+    return [str(BUNDLES[kind] / "configs" / n) for n in names]
+
+
+def _workflow(kind: str, names: list[str], workflow_type: str, root: Path, **overrides) -> ConfigWorkflow:
+    args = dict(TINY[kind], bundle_root=str(root))
+    if workflow_type == "train":
+        args.update(RUN)
+    args.update(overrides)
+    wf = ConfigWorkflow(
+        config_file=_files(kind, *names),
+        meta_file=str(BUNDLES[kind] / "configs" / "metadata.json"),
+        logging_file=str(BUNDLES[kind] / "configs" / "logging.conf"),
+        workflow_type=workflow_type,
+        **args,
+    )
+    return wf
+
+
+REQUIRED_META = [
+    "version", "changelog", "monai_version", "pytorch_version", "numpy_version", "required_packages_version",
+    "name", "task", "description", "authors", "copyright", "data_source", "data_type", "image_classes",
+    "label_classes", "pred_classes", "eval_metrics", "intended_use", "references", "network_data_format",
+]
+
+
+@pytest.mark.parametrize("kind", ["2d", "3d"])
+def test_bundle_layout_and_metadata(kind):
+    root = BUNDLES[kind]
+    for name in ["configs/metadata.json", "configs/train.yaml", "configs/evaluate.yaml", "configs/inference.yaml",
+                 "configs/multi_gpu_train.yaml", "configs/logging.conf", "docs/README.md", "LICENSE"]:
+        assert (root / name).is_file(), f"{kind} bundle lacks {name}"
+    meta = json.loads((root / "configs" / "metadata.json").read_text())
+    assert [k for k in REQUIRED_META if k not in meta] == []
+    assert meta["version"] in meta["changelog"]
+    fmt = meta["network_data_format"]
+    image, pred = fmt["inputs"]["image"], fmt["outputs"]["pred"]
+    for field in ("type", "format", "num_channels", "spatial_shape", "dtype", "value_range", "is_patch_data", "channel_def"):
+        assert field in image and field in pred
+    dims = 2 if kind == "2d" else 3
+    assert len(image["spatial_shape"]) == 1 + dims and len(fmt["inputs"]["geom"]["spatial_shape"]) == 2
+
+
+@pytest.mark.parametrize("kind", ["2d", "3d"])
+def test_check_properties(kind, tmp_path):
+    train = _workflow(kind, ["train.yaml"], "train", tmp_path)
+    train.initialize()
+    assert train.check_properties() == []
+    infer = _workflow(kind, ["inference.yaml"], "infer", tmp_path)
+    infer.initialize()
+    assert infer.check_properties() == []
+
+
+@pytest.mark.parametrize("kind", ["2d", "3d"])
+def test_train_evaluate_infer(kind, tmp_path):
+    train = _workflow(kind, ["train.yaml"], "train", tmp_path)
+    train.initialize()
+    train.run()
+    trainer = train.parser.get_parsed_content("train#trainer")
+    assert trainer.state.epoch == 1 and np.isfinite(float(trainer.state.output[0]["loss"]))
+    assert sorted(os.listdir(tmp_path / "models")) == ["best.pt", "latest.pt"]
+    evaluate = _workflow(kind, ["train.yaml", "evaluate.yaml"], "train", tmp_path)
+    evaluate.initialize()
+    evaluate.run()
+    metrics = evaluate.parser.get_parsed_content("validate#evaluator").state.metrics
+    assert 0.0 <= metrics["val_mean_dice"] <= 1.0 and 0.0 <= metrics["val_token_dice"] <= 1.0
+    assert (tmp_path / "eval" / "metrics.csv").is_file()
+    infer = _workflow(kind, ["inference.yaml"], "infer", tmp_path, **{k: v for k, v in TINY[kind].items()})
+    infer.initialize()
+    infer.run()
+    predictions = sorted((tmp_path / "eval" / "predictions").iterdir())
+    assert len(predictions) == 1
+    source = train.parser.get_parsed_content("datalist")["validation"][0]["label"]
+    if kind == "3d":
+        import nibabel as nib
+
+        saved, original = nib.load(str(predictions[0])), nib.load(source)
+        assert saved.shape[:3] == original.shape and np.allclose(saved.affine, original.affine)
+        assert set(np.unique(np.asarray(saved.dataobj))) <= {0, 1, 2}
+    else:
+        from PIL import Image
+
+        assert Image.open(predictions[0]).size == Image.open(source).size
+
+
+def test_resume_continues_the_epoch_count(tmp_path):
+    first = _workflow("2d", ["train.yaml"], "train", tmp_path, max_epochs=1)
+    first.initialize()
+    first.run()
+    second = _workflow("2d", ["train.yaml"], "train", tmp_path, max_epochs=3)
+    second.initialize()
+    trainer = second.parser.get_parsed_content("train#trainer")
+    epochs_run = []
+    trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: epochs_run.append(e.state.epoch))
+    second.run()
+    assert epochs_run == [2, 3], "training restarted instead of resuming"
+    assert trainer.state.epoch == 3
+    latest = torch.load(tmp_path / "models" / "latest.pt", weights_only=False)
+    assert latest["trainer"]["iteration"] == 3 * trainer.state.epoch_length
+
+
+def test_torchrun_two_cpu_processes(tmp_path):
+    args = {**TINY["2d"], **RUN, "bundle_root": str(tmp_path), "num_train": 2, "num_val": 2}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", "-m", "monai.bundle", "run",
+           "--config_file", str(_files("2d", "train.yaml", "multi_gpu_train.yaml"))]
+    for k, v in args.items():
+        cmd += [f"--{k}", json.dumps(v) if not isinstance(v, str) else v]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(cmd, cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (tmp_path / "models" / "latest.pt").is_file()
+    state = torch.load(tmp_path / "models" / "latest.pt", weights_only=False)
+    # two samples split over two ranks: one iteration per epoch on each
+    assert state["trainer"]["iteration"] == 1
+    assert not any(k.startswith("module.") for k in state["model"]), "checkpoints hold the bare network, not the DDP wrapper"
+
+
+@pytest.mark.parametrize("kind", ["2d", "3d"])
+def test_verify_net_in_out_and_traced_export(kind, tmp_path):
+    meta = str(BUNDLES[kind] / "configs" / "metadata.json")
+    config = _files(kind, "train.yaml")[0]
+    verify_net_in_out(net_id="network_def", meta_file=meta, config_file=config, device="cpu")
+    network = ConfigWorkflow(config_file=config, meta_file=meta, workflow_type=None)
+    network.initialize()
+    net = network.parser.get_parsed_content("network_def").eval()
+    ckpt = tmp_path / "model.pt"
+    torch.save({"model": net.state_dict()}, ckpt)
+    shape = json.loads(Path(meta).read_text())["network_data_format"]["inputs"]["image"]
+    input_shape = [1, shape["num_channels"], *shape["spatial_shape"]]
+    ckpt_export(net_id="network_def", filepath=str(tmp_path / "model.ts"), ckpt_file=str(ckpt), meta_file=meta,
+                config_file=config, key_in_ckpt="model", use_trace=True, input_shape=input_shape)
+    exported = torch.jit.load(str(tmp_path / "model.ts"))
+    x = torch.rand(input_shape)
+    assert torch.allclose(exported(x), net(x), atol=1e-5)
+
+
+def _write_png(path: Path, array: np.ndarray) -> str:
+    from PIL import Image
+
+    Image.fromarray(array).save(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("problem,match", [
+    ("missing", "not found"),
+    ("corrupt", "cannot read image"),
+    ("mismatch", "spatial shape"),
+    ("channels", "channel"),
+])
+def test_bad_data_fails_before_training(problem, match, tmp_path):
+    data = tmp_path / "real"
+    data.mkdir()
+    image = _write_png(data / "a.png", np.zeros((64, 64, 3), np.uint8))
+    label = _write_png(data / "a_mask.png", np.zeros((64, 64), np.uint8))
+    if problem == "missing":
+        label = str(data / "nowhere.png")
+    elif problem == "corrupt":
+        (data / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+        image = str(data / "bad.png")
+    elif problem == "mismatch":
+        label = _write_png(data / "b_mask.png", np.zeros((64, 60), np.uint8))
+    else:
+        image = _write_png(data / "grey.png", np.zeros((64, 64), np.uint8))
+    (data / "datalist.json").write_text(json.dumps({"training": [{"image": image, "label": label}], "validation": []}))
+    wf = _workflow("2d", ["train.yaml"], "train", tmp_path, datalist_file=str(data / "datalist.json"))
+    with pytest.raises(Exception) as info:
+        wf.initialize()
+    assert match in _chain(info.value)
+    assert not (tmp_path / "models").exists() or not os.listdir(tmp_path / "models"), "training started anyway"
+
+
+@pytest.mark.parametrize("override,match", [({"length": 0}, "length"), ({"patch_size": 0}, "patch_size"), ({"length": 2.5}, "length")])
+def test_impossible_config_overrides_fail_before_training(override, match, tmp_path):
+    wf = _workflow("2d", ["train.yaml"], "train", tmp_path, **override)
+    with pytest.raises(Exception) as info:
+        wf.initialize()
+        wf.run()
+    assert match in _chain(info.value)
+    assert not (tmp_path / "models" / "latest.pt").exists()
+
+
+def _chain(error: BaseException) -> str:
+    """The messages of an exception and of everything that caused it (MONAI wraps config errors)."""
+    parts = []
+    while error is not None:
+        parts.append(str(error))
+        error = error.__cause__ or error.__context__
+    return " | ".join(parts)

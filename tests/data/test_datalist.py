@@ -1,0 +1,110 @@
+"""monai_shf.data: embedded datasets, datalists and their checks."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from monai_shf.data import (
+    check_datalist,
+    ensure_synthetic_2d,
+    ensure_synthetic_3d,
+    image_header,
+    load_datalist,
+    make_datalist,
+    synthetic_organs_3d,
+    synthetic_tissue_2d,
+)
+
+
+def test_synthetic_generators():
+    image, label = synthetic_tissue_2d(256, seed=1)
+    assert image.shape == (3, 256, 256) and image.dtype == np.uint8 and label.shape == (1, 256, 256)
+    assert 0.1 < (label > 0).mean() < 0.9
+    vol, lab = synthetic_organs_3d((32, 32, 24), seed=1)
+    assert vol.shape == lab.shape == (32, 32, 24) and set(np.unique(lab)) == {0, 1, 2}
+    assert vol[lab == 2].mean() > vol[lab == 1].mean() > vol[lab == 0].mean()
+
+
+def test_embedded_datasets_are_written_once(tmp_path):
+    first = ensure_synthetic_2d(tmp_path / "d2", num_train=2, num_val=1, size=64)
+    assert len(first["training"]) == 2 and len(first["validation"]) == 1
+    stamp = (tmp_path / "d2" / "images" / "tissue_000.png").stat().st_mtime_ns
+    assert ensure_synthetic_2d(tmp_path / "d2", num_train=2, num_val=1, size=64) == first
+    assert (tmp_path / "d2" / "images" / "tissue_000.png").stat().st_mtime_ns == stamp
+    assert load_datalist(tmp_path / "d2" / "datalist.json") == first
+    check_datalist(first["training"], image_channels=3)
+    d3 = ensure_synthetic_3d(tmp_path / "d3", num_train=1, num_val=1, size=(16, 16, 8))
+    img = nib.load(d3["training"][0]["image"])
+    assert img.shape == (16, 16, 8) and np.allclose(np.diag(img.affine)[:3], (1.5, 1.5, 2.5))
+    assert image_header(d3["training"][0]["label"]) == ((16, 16, 8), 1)
+
+
+def _nifti(path, shape=(8, 8, 4)):
+    nib.save(nib.Nifti1Image(np.zeros(shape, np.float32), np.eye(4)), str(path))
+    return path
+
+
+def test_make_datalist_msd_layouts(tmp_path):
+    btcv = tmp_path / "btcv"
+    (btcv / "imagesTr").mkdir(parents=True)
+    (btcv / "labelsTr").mkdir()
+    for i in (1, 2, 3, 4, 5):
+        _nifti(btcv / "imagesTr" / f"img{i:04d}.nii.gz")
+        _nifti(btcv / "labelsTr" / f"label{i:04d}.nii.gz")
+    made = make_datalist(btcv, "msd", output=btcv / "datalist.json", val_fraction=0.2)
+    assert len(made["training"]) == 4 and len(made["validation"]) == 1
+    pairs = made["training"] + made["validation"]
+    assert all(p["image"].replace("imagesTr/img", "") == p["label"].replace("labelsTr/label", "") for p in pairs)
+    loaded = load_datalist(btcv / "datalist.json")
+    check_datalist(loaded["training"], image_channels=1)
+    kits = tmp_path / "kits"
+    (kits / "imagesTr").mkdir(parents=True)
+    (kits / "labelsTr").mkdir()
+    _nifti(kits / "imagesTr" / "case_00007_0000.nii.gz")
+    _nifti(kits / "labelsTr" / "case_00007.nii.gz")
+    assert make_datalist(kits, "msd", val_fraction=0)["training"] == [{"image": "imagesTr/case_00007_0000.nii.gz", "label": "labelsTr/case_00007.nii.gz"}]
+
+
+def test_make_datalist_paired_layout(tmp_path):
+    from PIL import Image
+
+    for name in ("01_01_0083", "01_01_0085"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / f"{name}.png")
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / f"{name}_mask.png")
+    made = make_datalist(tmp_path, "paired", val_fraction=0.5)
+    assert len(made["training"]) == 1 and len(made["validation"]) == 1
+    assert made["training"][0]["label"] == made["training"][0]["image"].replace(".png", "_mask.png")
+    (tmp_path / "orphan.png").write_bytes((tmp_path / "01_01_0083.png").read_bytes())
+    with pytest.raises(ValueError, match="orphan"):
+        make_datalist(tmp_path, "paired")
+
+
+def test_bad_datalists(tmp_path):
+    with pytest.raises(ValueError, match="not found"):
+        load_datalist(tmp_path / "none.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_datalist(tmp_path / "bad.json")
+    (tmp_path / "empty.json").write_text(json.dumps({"validation": []}))
+    with pytest.raises(ValueError, match="training"):
+        load_datalist(tmp_path / "empty.json")
+    with pytest.raises(ValueError, match="no items"):
+        check_datalist([])
+    image = _nifti(tmp_path / "a.nii.gz")
+    with pytest.raises(ValueError, match="b.nii.gz"):
+        check_datalist([{"image": str(image), "label": str(tmp_path / "b.nii.gz")}])
+    label = _nifti(tmp_path / "c.nii.gz", shape=(8, 8, 5))
+    with pytest.raises(ValueError, match="spatial shape"):
+        check_datalist([{"image": str(image), "label": str(label)}])
+    truncated = tmp_path / "t.nii.gz"
+    truncated.write_bytes(image.read_bytes()[:60])
+    with pytest.raises(ValueError, match="cannot read image"):
+        check_datalist([{"image": str(truncated)}])
+    with pytest.raises(ValueError, match="channel"):
+        check_datalist([{"image": str(image)}], image_channels=3)
+    with pytest.raises(ValueError, match="layout"):
+        make_datalist(tmp_path, "nnunet")
