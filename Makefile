@@ -28,6 +28,7 @@ demo: venv
 bench: venv
 	$(BIN)/python benchmarks/patching.py
 	$(BIN)/python benchmarks/fidelity.py
+	$(BIN)/python benchmarks/training.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache *.egg-info

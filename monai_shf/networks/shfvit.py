@@ -36,7 +36,9 @@ class SHFViT(nn.Module):
             :class:`~monai_shf.transforms.HierarchicalPatchd`).
         use_geom_embedding: add an MLP embedding of ``geom`` when it is given.
         use_index_embedding: add the learned, zero-initialised sequence-index embedding.
-        save_attn: keep the attention matrices (for inspection).
+        save_attn: keep the attention matrices (for inspection; not with flash attention).
+        use_flash_attention: use PyTorch's fused ``scaled_dot_product_attention`` (memory linear in
+            ``L``; the padding mask is passed to it as a key mask).
 
     ``forward(x, geom=None, token_mask=None)``: ``geom`` ``(B, L, F)`` float, ``token_mask`` ``(B, L)``
     bool (True for real tokens). Padding tokens are masked out of every attention (as keys), so their
@@ -61,6 +63,7 @@ class SHFViT(nn.Module):
         use_geom_embedding: bool = True,
         use_index_embedding: bool = True,
         save_attn: bool = False,
+        use_flash_attention: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("patch_size", patch_size),
@@ -73,12 +76,15 @@ class SHFViT(nn.Module):
             raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads}).")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.patch_size, self.length, self.spatial_dims = patch_size, length, spatial_dims
+        self.use_flash_attention = use_flash_attention
         self.geom_features = 2 * spatial_dims if geom_features is None else check_int(geom_features, "geom_features", 1)
         self.token_embed = TokenEmbedding(in_channels, patch_size, spatial_dims, hidden_size)
         self.geom_embed = GeomEmbedding(self.geom_features, hidden_size) if use_geom_embedding else None
         self.index_embed = IndexEmbedding(length, hidden_size) if use_index_embedding else None
         self.blocks = nn.ModuleList(
-            TransformerBlock(hidden_size, mlp_dim, num_heads, dropout_rate, qkv_bias=qkv_bias, save_attn=save_attn)
+            TransformerBlock(
+                hidden_size, mlp_dim, num_heads, dropout_rate, qkv_bias=qkv_bias, save_attn=save_attn, use_flash_attention=use_flash_attention
+            )
             for _ in range(num_layers)
         )
         for block in self.blocks:
@@ -109,10 +115,13 @@ class SHFViT(nn.Module):
         if self.index_embed is not None:
             h = h + self.index_embed()
         mask = None if token_mask is None else token_mask.to(torch.bool)
+        attn_mask = mask
         if mask is not None:
             h = h * mask[..., None].to(h.dtype)  # padding tokens carry nothing
+            if self.use_flash_attention:  # MONAI hands the mask to SDPA as is: make it (B, 1, 1, L)
+                attn_mask = mask[:, None, None, :]
         for block in self.blocks:
-            h = block(h, attn_mask=mask)
+            h = block(h, attn_mask=attn_mask)
         return self.norm(h)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
