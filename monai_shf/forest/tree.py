@@ -8,8 +8,8 @@ i.e. the edge-pixel count of an edge map) until exactly ``length`` tokens are us
 Cost: ``O(V + L log L)`` for an image of ``V`` pixels. Region scores are never summed per node;
 they come from a *count pyramid*: along each axis the intervals of depth ``d`` are the same for every
 node (halving is separable), so the scores of all depth-``d`` nodes form one block-sum grid ``C[d]``,
-computed once at the finest depth and then by pairwise sums (interval ``i`` of depth ``d`` is
-intervals ``2i, 2i + 1`` of depth ``d + 1``). The split loop is a binary heap over the frontier.
+computed once at the finest depth that can be split and then by pairwise sums (interval ``i`` of
+depth ``d`` is intervals ``2i, 2i + 1`` of depth ``d + 1``).
 
 Split order (explicit tie-break), by priority:
 
@@ -17,8 +17,10 @@ Split order (explicit tie-break), by priority:
 2. larger volume first;
 3. earlier in Z-order (Morton order, axis 0 most significant; roots in row-major order).
 
-Because a child never has a larger score or volume than its parent, this order is also the order in
-which a sorted list of all nodes would be split, so the result does not depend on heap details.
+Because a child never has a larger score or volume than its parent, a best-first (heap) build splits
+exactly the first ``K`` nodes of the whole potential tree in this order. That set is selected
+vectorised, level by level, pruning below the ``K``-th best score seen so far (``_edge_splits``):
+the same result as a heap, without a Python loop per split.
 When every node with a positive score is split (or unsplittable) and budget remains, ``fill``
 decides: ``"area"`` keeps splitting the largest leaves (uniform refinement, ties in Z-order);
 ``"pad"`` stops and leaves padding tokens. A node is splittable when every side is at least
@@ -29,9 +31,7 @@ overshoot, so at most ``2**D - 2`` tokens are padding when the image has room fo
 
 from __future__ import annotations
 
-import heapq
 import math
-import operator
 from dataclasses import dataclass
 from typing import Any, Sequence
 
