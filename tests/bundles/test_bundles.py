@@ -127,7 +127,13 @@ def test_resume_continues_the_epoch_count(tmp_path):
 
 def test_torchrun_two_cpu_processes(tmp_path):
     args = {**TINY["2d"], **RUN, "bundle_root": str(tmp_path), "num_train": 2, "num_val": 2}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", "-m", "monai.bundle", "run",
+    import socket
+
+    with socket.socket() as sock:  # a free loopback port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={port}",
+           "-m", "monai.bundle", "run",
            "--config_file", str(_files("2d", "train.yaml", "multi_gpu_train.yaml"))]
     for k, v in args.items():
         cmd += [f"--{k}", json.dumps(v) if not isinstance(v, str) else v]
