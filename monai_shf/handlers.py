@@ -74,3 +74,8 @@ class AtomicCheckpointSaver(CheckpointSaver):
             self._key_metric_checkpoint.save_handler = AtomicDiskSaver(self.save_dir, kwargs.get("key_metric_filename"))
         if self._interval_checkpoint is not None:
             self._interval_checkpoint.save_handler = AtomicDiskSaver(self.save_dir, latest_filename)
+
+    def state_dict(self) -> dict:
+        """The key-metric tracking (best scores so far), so that saving it with the trainer lets a
+        resumed run keep the old best checkpoint unless it beats it (``load_state_dict`` restores)."""
+        return self._key_metric_checkpoint.state_dict() if self._key_metric_checkpoint is not None else {}

@@ -20,6 +20,14 @@ class WarmupMultiStepLR(LambdaLR):
         self.warmup_epochs, self.milestones, self.gamma = int(warmup_epochs), sorted(int(m) for m in milestones), float(gamma)
         super().__init__(optimizer, self.factor, last_epoch=last_epoch)
 
+    def state_dict(self) -> dict:
+        """The progress only: warm-up, milestones and gamma come from the constructor, so a resumed
+        run with a new ``max_epochs`` follows its own schedule."""
+        state = super().state_dict()
+        for key in ("warmup_epochs", "milestones", "gamma"):
+            state.pop(key, None)
+        return state
+
     def factor(self, epoch: int) -> float:
         if epoch < self.warmup_epochs:
             return (epoch + 1) / self.warmup_epochs

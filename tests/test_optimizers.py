@@ -35,3 +35,14 @@ def test_scaled_schedule_and_state_round_trip():
     assert sched2.last_epoch == sched.last_epoch
     with pytest.raises(ValueError, match="warmup_epochs"):
         WarmupMultiStepLR(opt, warmup_epochs=-1, milestones=[])
+
+
+def test_resuming_with_a_new_epoch_count_follows_the_new_schedule():
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    short = paper_schedule(opt, 2)
+    _lrs(short, opt, 2)
+    opt2 = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    longer = paper_schedule(opt2, 40)
+    longer.load_state_dict(short.state_dict())
+    assert longer.last_epoch == 2 and longer.milestones == [20, 30]
+    assert longer.factor(3) == 1.0

@@ -38,6 +38,9 @@ def _atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -46,6 +49,17 @@ def _atomic_write(path: Path, write) -> None:
 
 def _write_json(path: Path, data: dict) -> None:
     _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2)))
+
+
+def _generator_changed(root: Path, params: dict) -> bool:
+    """Record the generator's parameters beside the data; True when they differ from the files'
+    (then every file is regenerated, e.g. after a new ``image_size``)."""
+    stamp = root / "generator.json"
+    old = json.loads(stamp.read_text()) if stamp.exists() else None
+    if old != params:
+        _write_json(stamp, params)
+        return old is not None
+    return False
 
 
 def ensure_synthetic_2d(dataset_dir: str | Path, num_train: int = 8, num_val: int = 2, size: int = 1024, seed: int = 0) -> dict[str, list]:
@@ -59,10 +73,11 @@ def ensure_synthetic_2d(dataset_dir: str | Path, num_train: int = 8, num_val: in
     (root / "labels").mkdir(parents=True, exist_ok=True)
     from PIL import Image
 
+    fresh = _generator_changed(root, {"kind": "tissue_2d", "size": int(size), "seed": int(seed)})
     items = []
     for i in range(num_train + num_val):
         img_path, lab_path = root / "images" / f"tissue_{i:03d}.png", root / "labels" / f"tissue_{i:03d}.png"
-        if not (img_path.exists() and lab_path.exists()):
+        if fresh or not (img_path.exists() and lab_path.exists()):
             image, label = synthetic_tissue_2d(size, seed=seed + i)
             # PNG stores (row, col); MONAI's PIL reader returns (col, row), consistently for both keys
             _atomic_write(img_path, lambda tmp: Image.fromarray(np.moveaxis(image, 0, -1)).save(tmp, format="PNG"))
@@ -84,10 +99,11 @@ def ensure_synthetic_3d(
     (root / "imagesTr").mkdir(parents=True, exist_ok=True)
     (root / "labelsTr").mkdir(parents=True, exist_ok=True)
     affine = np.diag([1.5, 1.5, 2.5, 1.0])
+    fresh = _generator_changed(root, {"kind": "organs_3d", "size": [int(s) for s in size], "seed": int(seed)})
     items = []
     for i in range(num_train + num_val):
         img_path, lab_path = root / "imagesTr" / f"case_{i:03d}.nii.gz", root / "labelsTr" / f"case_{i:03d}.nii.gz"
-        if not (img_path.exists() and lab_path.exists()):
+        if fresh or not (img_path.exists() and lab_path.exists()):
             image, label = synthetic_organs_3d(tuple(size), seed=seed + i)
             _atomic_write(img_path, lambda tmp: nib.save(nib.Nifti1Image(image, affine), tmp))
             _atomic_write(lab_path, lambda tmp: nib.save(nib.Nifti1Image(label, affine), tmp))
@@ -97,10 +113,19 @@ def ensure_synthetic_3d(
     return _absolute(datalist, root)
 
 
-def _absolute(datalist: dict[str, list], base: Path) -> dict[str, list]:
-    out = {}
+def _absolute(datalist: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Relative paths made absolute: string values of the items of every list section (and plain
+    path strings, as in MSD ``"test"`` lists); other keys (``"name"``, ``"numTraining"``...) as is."""
+
+    def fix(value: Any) -> Any:
+        return str((base / value).resolve()) if isinstance(value, str) and not Path(value).is_absolute() else value
+
+    out: dict[str, Any] = {}
     for section, items in datalist.items():
-        out[section] = [{k: (str((base / v).resolve()) if isinstance(v, str) and not Path(v).is_absolute() else v) for k, v in item.items()} for item in items]
+        if isinstance(items, list):
+            out[section] = [{k: fix(v) for k, v in item.items()} if isinstance(item, dict) else fix(item) for item in items]
+        else:
+            out[section] = items
     return out
 
 
@@ -134,38 +159,48 @@ def image_header(path: str | Path) -> tuple[tuple[int, ...], int]:
         raise ValueError(f"image file not found: {path}")
     name = path.name.lower()
     try:
-        if name.endswith(_NIFTI):
-            import nibabel as nib
-
-            img = nib.load(str(path))
-            shape = tuple(int(s) for s in img.shape)
-            img.dataobj[tuple(s - 1 for s in shape)]  # the last voxel: a truncated file fails here
-            return (shape[:3], shape[3] if len(shape) > 3 else 1) if len(shape) > 3 else (shape, 1)
-        if name.endswith((".tif", ".tiff")):
-            import tifffile
-
-            with tifffile.TiffFile(str(path)) as tif:
-                shape = tuple(int(s) for s in tif.series[0].shape)
-            if len(shape) == 3 and shape[-1] in (3, 4):
-                return shape[:2], shape[-1]
-            return shape, 1
-        from PIL import Image
-
-        with Image.open(path) as im:
-            im.load()
-            channels = len(im.getbands())
-            return (im.size[1], im.size[0]), channels
-    except ValueError:
-        raise
-    except Exception as e:  # any reader failure: a corrupt or unsupported file
+        return _read_header(path, name)
+    except Exception as e:  # any reader failure: a corrupt, truncated or unsupported file
         raise ValueError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
 
 
+def _read_header(path: Path, name: str) -> tuple[tuple[int, ...], int]:
+    """The per-format reader of :func:`image_header` (errors are wrapped there)."""
+    if name.endswith(_NIFTI):
+        import nibabel as nib
+
+        img = nib.load(str(path))
+        shape = tuple(int(s) for s in img.shape)
+        img.dataobj[tuple(s - 1 for s in shape)]  # the last voxel: a truncated file fails here
+        if len(shape) == 5:  # (X, Y, Z, 1, C): NIfTI's vector layout, MONAI's multi-channel files
+            return shape[:3], shape[4]
+        return (shape[:3], shape[3]) if len(shape) == 4 else (shape, 1)
+    if name.endswith((".tif", ".tiff")):
+        import tifffile
+
+        with tifffile.TiffFile(str(path)) as tif:
+            shape = tuple(int(s) for s in tif.series[0].shape)
+        if len(shape) == 3 and shape[-1] in (3, 4):
+            return shape[:2], shape[-1]
+        return shape, 1
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        channels = len(im.getbands())
+        return (im.size[1], im.size[0]), channels
+
+
 def check_datalist(
-    items: Sequence[dict[str, Any]], image_key: str = "image", label_key: str | None = "label", image_channels: int | None = None
+    items: Sequence[dict[str, Any]],
+    image_key: str = "image",
+    label_key: str | None = "label",
+    image_channels: int | None = None,
+    require_label: bool = False,
 ) -> None:
     """Check every item before training: files exist and are readable, image and label share a
-    spatial shape, the label has one channel and the image ``image_channels`` (when given).
+    spatial shape, the label has one channel and the image ``image_channels`` (when given); with
+    ``require_label`` every item must have a label.
 
     Raises ``ValueError`` naming the offending file.
     """
@@ -177,6 +212,8 @@ def check_datalist(
         shape, channels = image_header(item[image_key])
         if image_channels is not None and channels != image_channels:
             raise ValueError(f"image {item[image_key]} has {channels} channel(s), the bundle expects {image_channels} (image_channels).")
+        if require_label and label_key is not None and label_key not in item:
+            raise ValueError(f"datalist item {i} ({item[image_key]}) has no {label_key!r} entry; training needs labels.")
         if label_key is not None and label_key in item:
             lshape, lchannels = image_header(item[label_key])
             if lshape != shape:

@@ -23,6 +23,8 @@ def synthetic_tissue_2d(size: int = 1024, seed: int = 0, num_classes: int = 2) -
     Returns:
         image ``(3, size, size)`` uint8 and label ``(1, size, size)`` uint8 in ``[0, num_classes)``.
     """
+    if not 2 <= num_classes <= 4:
+        raise ValueError(f"num_classes must be 2, 3 or 4 (one stain colour each), got {num_classes}.")
     rng = np.random.default_rng(seed)
     shape = (size, size)
     # irregular regions: a multi-scale smooth field cut at quantiles, with a rough boundary

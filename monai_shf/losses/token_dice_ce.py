@@ -22,7 +22,7 @@ class TokenDiceCELoss(nn.Module):
 
     Args:
         sigmoid: binary/multi-label mode (sigmoid + BCE) instead of softmax + CE.
-        include_background: keep channel 0 in the Dice term (softmax mode).
+        include_background: keep channel 0 in the Dice term (as MONAI's DiceLoss, in both modes).
         lambda_dice, lambda_ce: weights of the two terms.
         smooth_nr, smooth_dr: Dice smoothing of numerator and denominator.
         ignore_index: target value that marks padding tokens (and, for hard labels, ignored pixels).
@@ -63,9 +63,8 @@ class TokenDiceCELoss(nn.Module):
                 raise ValueError(f"hard labels must lie in [0, {k}) or equal ignore_index={self.ignore_index}.")
             target = F.one_hot(index[:, 0], k).movedim(-1, 1).to(y_pred.dtype)
         elif y.shape[1] == k:
-            # a token is padding when all its values carry ignore_index
-            valid = ~ignored.flatten(3).all(dim=-1).all(dim=1, keepdim=True)
-            valid = valid.reshape(valid.shape + (1,) * (y.ndim - 3)).expand(-1, -1, *y.shape[2:])
+            # a pixel is ignored when every channel carries ignore_index (padding tokens: all pixels)
+            valid = ~ignored.all(dim=1, keepdim=True)
             target = torch.where(ignored, torch.zeros_like(y), y).to(y_pred.dtype)
         else:
             raise ValueError(f"y must have 1 (class indices) or {k} channels, got {y.shape[1]}.")
@@ -77,7 +76,12 @@ class TokenDiceCELoss(nn.Module):
         return target, valid.to(y_pred.dtype)
 
     def forward(self, y_pred: torch.Tensor, y: torch.Tensor, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+        # sums in float32 at least (fp16 sums over L p^D pixels overflow)
+        y_pred = y_pred if y_pred.dtype in (torch.float32, torch.float64) else y_pred.float()
         target, weight = self._targets(y_pred, y, token_mask)
+        # padding logits may hold anything (even NaN/inf): replace them before any arithmetic, so
+        # nothing leaks into the sums, and their gradient is exactly zero
+        y_pred = torch.where(weight > 0, y_pred, torch.zeros_like(y_pred))
         if self.sigmoid:
             prob = torch.sigmoid(y_pred)
             ce_map = F.binary_cross_entropy_with_logits(y_pred, target, reduction="none")
@@ -87,7 +91,7 @@ class TokenDiceCELoss(nn.Module):
         ce_map = torch.where(weight > 0, ce_map, torch.zeros_like(ce_map))
         ce = (ce_map * weight).sum() / (weight.sum() * ce_map.shape[1]).clamp(min=1)
 
-        if not self.sigmoid and not self.include_background and prob.shape[1] > 1:
+        if not self.include_background and prob.shape[1] > 1:
             prob, target = prob[:, 1:], target[:, 1:]
         reduce = [0] + list(range(2, prob.ndim)) if self.batch else list(range(2, prob.ndim))
         intersection = (prob * target * weight).sum(reduce)

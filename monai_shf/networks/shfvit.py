@@ -117,7 +117,7 @@ class SHFViT(nn.Module):
         mask = None if token_mask is None else token_mask.to(torch.bool)
         attn_mask = mask
         if mask is not None:
-            h = h * mask[..., None].to(h.dtype)  # padding tokens carry nothing
+            h = torch.where(mask[..., None], h, torch.zeros_like(h))  # padding tokens carry nothing (not even NaN)
             if self.use_flash_attention:  # MONAI hands the mask to SDPA as is: make it (B, 1, 1, L)
                 attn_mask = mask[:, None, None, :]
         for block in self.blocks:

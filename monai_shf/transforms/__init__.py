@@ -1,6 +1,6 @@
 """MONAI transforms for SHF patching (array, dictionary and functional layers)."""
 
-from .array import Depatch, EdgeMap, HierarchicalPatch, default_inverse_mode
+from .array import Depatch, EdgeMap, HierarchicalPatch, MaskPaddingTokens, default_inverse_mode
 from .dictionary import (
     Depatchd,
     DepatchD,
@@ -11,6 +11,7 @@ from .dictionary import (
     HierarchicalPatchd,
     HierarchicalPatchD,
     HierarchicalPatchDict,
+    MaskPaddingTokensd,
     RandHierarchicalPatchd,
     RandHierarchicalPatchD,
     RandHierarchicalPatchDict,
@@ -25,6 +26,8 @@ __all__ = [
     "HierarchicalPatchd",
     "RandHierarchicalPatchd",
     "Depatchd",
+    "MaskPaddingTokens",
+    "MaskPaddingTokensd",
     "EdgeMapD",
     "EdgeMapDict",
     "HierarchicalPatchD",

@@ -20,7 +20,7 @@ from monai_shf.forest.tree import FILL_MODES
 
 from .functional import depatch, edge_forest, forest_from_trace, hierarchical_patch
 
-__all__ = ["EdgeMap", "HierarchicalPatch", "Depatch", "default_inverse_mode"]
+__all__ = ["EdgeMap", "HierarchicalPatch", "Depatch", "MaskPaddingTokens", "default_inverse_mode"]
 
 
 def default_inverse_mode(mode: str) -> str:
@@ -180,3 +180,21 @@ class Depatch(Transform):
             forest, info = forest_from_trace(tokens, pop=True)
         mode = mode or self.mode or info.get("mode", "linear")
         return depatch(tokens, forest, mode=check_choice(mode, "mode", DESERIALIZE_MODES))
+
+
+class MaskPaddingTokens(Transform):
+    """Zero the padding tokens of ``(C, L, p, ...)`` tokens given the ``(L,)`` ``token_mask``.
+
+    Before token-space metrics (e.g. ``MeanDice`` on one-hot tokens): an all-zero one-hot token is
+    neither a true nor a false positive nor a false negative, so padding counts for nothing.
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __call__(self, tokens: Any, token_mask: Any) -> Any:
+        mask = convert_to_tensor(token_mask, track_meta=False).to(torch.bool)
+        if mask.ndim != 1 or mask.shape[0] != tokens.shape[1]:
+            raise ValueError(f"token_mask must be (L,) = ({tokens.shape[1]},) for tokens {tuple(tokens.shape)}, got {tuple(mask.shape)}.")
+        t = convert_to_tensor(tokens)
+        shape = (1, -1) + (1,) * (t.ndim - 2)
+        return t * mask.to(t.device).view(shape).to(t.dtype)

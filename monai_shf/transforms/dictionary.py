@@ -21,7 +21,7 @@ from monai_shf.forest import Forest
 from monai_shf.forest._checks import check_choice, check_int
 from monai_shf.forest.resample import DESERIALIZE_MODES, SERIALIZE_MODES
 
-from .array import Depatch, EdgeMap, HierarchicalPatch
+from .array import Depatch, EdgeMap, HierarchicalPatch, MaskPaddingTokens
 from .functional import PATCH_CLASS_NAMES, forest_from_trace
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "HierarchicalPatchd",
     "RandHierarchicalPatchd",
     "Depatchd",
+    "MaskPaddingTokensd",
     "EdgeMapD",
     "EdgeMapDict",
     "HierarchicalPatchD",
@@ -330,6 +331,27 @@ class Depatchd(MapTransform):
                 raise ValueError(f"data[{key!r}] carries no patch record and ref_key {self.ref_key!r} is not in the data.")
             forest, info = forest_from_trace(d[self.ref_key], pop=False)
             d[key] = self.depatcher(tokens, forest=forest, mode=mode or info.get("mode"))
+        return d
+
+
+class MaskPaddingTokensd(MapTransform):
+    """Dictionary :class:`~monai_shf.transforms.MaskPaddingTokens`: zero the padding tokens of
+    ``keys`` using ``data[token_mask_key]`` (``(L,)`` bool), e.g. in an engine's postprocessing
+    before token-space metrics."""
+
+    backend = MaskPaddingTokens.backend
+
+    def __init__(self, keys: KeysCollection, token_mask_key: str = "token_mask", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.token_mask_key = token_mask_key
+        self.masker = MaskPaddingTokens()
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if self.token_mask_key not in d:
+            raise ValueError(f"token_mask_key {self.token_mask_key!r} is not in the data (keys: {list(d)}).")
+        for key in self.key_iterator(d):
+            d[key] = self.masker(d[key], d[self.token_mask_key])
         return d
 
 

@@ -123,6 +123,34 @@ def test_resume_continues_the_epoch_count(tmp_path):
     assert trainer.state.epoch == 3
     latest = torch.load(tmp_path / "models" / "latest.pt", weights_only=False)
     assert latest["trainer"]["iteration"] == 3 * trainer.state.epoch_length
+    # the best-checkpoint tracking travels with latest.pt: a resumed run keeps a better old best.pt
+    saved = latest["best_tracker"]["_saved"]  # ignite Checkpoint state: [(score, filename)]
+    assert len(saved) == 1 and 0.0 <= saved[0][0] <= 1.0
+
+
+def test_3d_real_data_on_another_grid_is_scored_at_its_own_resolution(tmp_path):
+    """Real volumes whose spacing and orientation differ from the bundle's target: validation Dice
+    is computed on the original grid, against the label as loaded."""
+    import nibabel as nib
+    from monai_shf.data import synthetic_organs_3d
+
+    data = tmp_path / "real"
+    (data / "imagesTr").mkdir(parents=True)
+    (data / "labelsTr").mkdir()
+    affine = np.diag([-0.8, -0.8, 3.0, 1.0])  # LPS-like, anisotropic
+    items = []
+    for i in range(2):
+        image, label = synthetic_organs_3d((40, 36, 12), seed=i)
+        nib.save(nib.Nifti1Image(image, affine), str(data / "imagesTr" / f"c{i}.nii.gz"))
+        nib.save(nib.Nifti1Image(label, affine), str(data / "labelsTr" / f"c{i}.nii.gz"))
+        items.append({"image": f"imagesTr/c{i}.nii.gz", "label": f"labelsTr/c{i}.nii.gz"})
+    (data / "datalist.json").write_text(json.dumps({"training": items[:1], "validation": items[1:]}))
+    wf = _workflow("3d", ["train.yaml"], "train", tmp_path / "run", datalist_file=str(data / "datalist.json"))
+    wf.initialize()
+    wf.run()
+    evaluator = wf.parser.get_parsed_content("validate#evaluator")
+    assert 0.0 <= evaluator.state.metrics["val_mean_dice"] <= 1.0
+    assert evaluator.state.output[0]["pred"].shape[1:] == (40, 36, 12)
 
 
 def test_torchrun_two_cpu_processes(tmp_path):
@@ -152,9 +180,11 @@ def test_verify_net_in_out_and_traced_export(kind, tmp_path):
     meta = str(BUNDLES[kind] / "configs" / "metadata.json")
     config = _files(kind, "train.yaml")[0]
     verify_net_in_out(net_id="network_def", meta_file=meta, config_file=config, device="cpu")
-    network = ConfigWorkflow(config_file=config, meta_file=meta, workflow_type=None)
-    network.initialize()
-    net = network.parser.get_parsed_content("network_def").eval()
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(config)
+    net = parser.get_parsed_content("network_def").eval()
     ckpt = tmp_path / "model.pt"
     torch.save({"model": net.state_dict()}, ckpt)
     shape = json.loads(Path(meta).read_text())["network_data_format"]["inputs"]["image"]

@@ -108,3 +108,40 @@ def test_bad_datalists(tmp_path):
         check_datalist([{"image": str(image)}], image_channels=3)
     with pytest.raises(ValueError, match="layout"):
         make_datalist(tmp_path, "nnunet")
+
+
+def test_msd_dataset_json_metadata_and_test_lists(tmp_path):
+    image = _nifti(tmp_path / "imagesTr" / "a.nii.gz") if (tmp_path / "imagesTr").mkdir() is None else None
+    msd = {"name": "Task", "numTraining": 1, "training": [{"image": "./imagesTr/a.nii.gz", "label": "./imagesTr/a.nii.gz"}],
+           "test": ["./imagesTr/a.nii.gz"]}
+    (tmp_path / "dataset.json").write_text(json.dumps(msd))
+    loaded = load_datalist(tmp_path / "dataset.json")
+    assert loaded["name"] == "Task" and loaded["numTraining"] == 1
+    assert loaded["test"] == [str(image.resolve())] and loaded["training"][0]["image"] == str(image.resolve())
+
+
+def test_header_details(tmp_path):
+    five = tmp_path / "five.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 3, 1, 2), np.float32), np.eye(4)), str(five))
+    assert image_header(five) == ((4, 4, 3), 2)
+    raw = _nifti(tmp_path / "raw.nii", shape=(16, 16, 8))
+    raw.write_bytes(raw.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="raw.nii"):
+        image_header(raw)
+    with pytest.raises(ValueError, match="no 'label'"):
+        check_datalist([{"image": str(five)}], require_label=True)
+
+
+def test_embedded_data_follows_its_parameters_and_permissions(tmp_path):
+    import os
+
+    from PIL import Image
+
+    first = ensure_synthetic_2d(tmp_path, num_train=1, num_val=1, size=32)
+    assert Image.open(first["training"][0]["image"]).size == (32, 32)
+    again = ensure_synthetic_2d(tmp_path, num_train=1, num_val=1, size=48)
+    assert Image.open(again["training"][0]["image"]).size == (48, 48), "files of another size were reused"
+    mode = os.stat(again["training"][0]["image"]).st_mode & 0o777
+    assert mode & 0o044, "generated files must be readable by others (not mkstemp's 0600)"
+    with pytest.raises(ValueError, match="num_classes"):
+        synthetic_tissue_2d(32, num_classes=5)

@@ -86,3 +86,43 @@ def test_bad_inputs():
         TokenDiceCELoss()(_logits(k=1), torch.zeros(2, 1, 10, 4, 4))
     with pytest.raises(ValueError, match="lambda"):
         TokenDiceCELoss(lambda_ce=-1)
+
+
+@pytest.mark.parametrize("sigmoid", [False, True])
+def test_nan_and_inf_padding_logits_do_not_leak(sigmoid):
+    k = 1 if sigmoid else 3
+    pred = _logits(k=k).detach().clone()
+    pred[:, :, 7:, 0, 0] = float("nan")
+    pred[:, :, 7:, 1, 1] = float("inf")
+    pred.requires_grad_(True)
+    y = (torch.rand(2, 1, 10, 4, 4) > 0.5).float() if sigmoid else torch.randint(0, 3, (2, 1, 10, 4, 4)).float()
+    y[:, :, 7:] = 255
+    loss = TokenDiceCELoss(sigmoid=sigmoid)(pred, y)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(pred.grad).all()
+    assert pred.grad[:, :, 7:].abs().max() == 0
+
+
+def test_ignored_pixels_inside_real_tokens_are_ignored_in_sigmoid_mode():
+    pred = _logits(k=1)
+    y = (torch.rand(2, 1, 10, 4, 4) > 0.5).float()
+    y[0, 0, 3, 2, 2] = 255
+    TokenDiceCELoss(sigmoid=True)(pred, y).backward()
+    assert pred.grad[0, 0, 3, 2, 2] == 0 and pred.grad[0, 0, 3].abs().sum() > 0
+
+
+def test_include_background_false_in_both_modes_matches_monai():
+    pred = _logits(k=2)
+    y = torch.randint(0, 2, (2, 1, 10, 4, 4)).float()
+    onehot = torch.nn.functional.one_hot(y[:, 0].long(), 2).movedim(-1, 1).float()
+    # Dice term only: for K > 1 MONAI's DiceCELoss uses softmax cross-entropy even with sigmoid=True,
+    # ours uses per-channel BCE (multi-label), so the CE terms differ by design
+    ours = TokenDiceCELoss(sigmoid=True, include_background=False, lambda_ce=0.0)(pred, onehot)
+    ref = DiceCELoss(sigmoid=True, include_background=False, lambda_dice=0.5, lambda_ce=0.0, smooth_nr=1.0, smooth_dr=1.0)(pred, onehot)
+    assert torch.allclose(ours, ref, atol=1e-6)
+
+
+def test_half_precision_inputs():
+    pred = _logits(length=200).detach().half()
+    y = torch.randint(0, 3, (2, 1, 200, 4, 4)).float()
+    assert torch.isfinite(TokenDiceCELoss()(pred, y))

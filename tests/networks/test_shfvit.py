@@ -40,6 +40,9 @@ def test_padding_tokens_cannot_change_real_outputs(flash):
     geom2[0, 11:] = 7.0
     out2 = net(x2, geom2, mask)
     assert torch.allclose(out[0, :, :11], out2[0, :, :11], atol=1e-6) and torch.allclose(out[1, :, :14], out2[1, :, :14], atol=1e-6)
+    x2[0, :, 12] = float("nan")  # not even NaN content of a padding token reaches real tokens
+    assert torch.isfinite(net(x2, geom2, mask)[0, :, :11]).all()
+    x2[0, :, 12] = 0
     # without the mask the same change does leak into real tokens
     assert not torch.allclose(net(x, geom)[0, :, :11], net(x2, geom2)[0, :, :11])
 

@@ -11,7 +11,7 @@ from monai.data import MetaTensor
 from monai.utils import TraceKeys
 
 from monai_shf.forest import build_forest, edge_map
-from monai_shf.transforms import Depatch, EdgeMap, HierarchicalPatch
+from monai_shf.transforms import Depatch, EdgeMap, HierarchicalPatch, MaskPaddingTokens, MaskPaddingTokensd
 
 
 def _blobs(shape=(96, 128), seed=0):
@@ -125,3 +125,16 @@ def test_bad_constructor_arguments(kwargs, error, match):
 def test_min_size_larger_than_the_image():
     with pytest.raises(ValueError, match="min_size"):
         HierarchicalPatch(length=16, patch_size=8, min_size=200)(np.zeros((1, 96, 128)))
+
+
+def test_mask_padding_tokens():
+    tokens = torch.ones(2, 5, 4, 4)
+    mask = torch.tensor([True, True, True, False, False])
+    out = MaskPaddingTokens()(tokens, mask)
+    assert out[:, :3].sum() == 2 * 3 * 16 and out[:, 3:].sum() == 0 and tokens.sum() == 2 * 5 * 16
+    d = MaskPaddingTokensd(["pred"])({"pred": tokens, "token_mask": mask})
+    assert torch.equal(d["pred"], out)
+    with pytest.raises(ValueError, match="token_mask"):
+        MaskPaddingTokens()(tokens, torch.ones(4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="token_mask_key"):
+        MaskPaddingTokensd(["pred"])({"pred": tokens})
