@@ -154,7 +154,7 @@ def test_3d_real_data_on_another_grid_is_scored_at_its_own_resolution(tmp_path):
 
 
 def test_torchrun_two_cpu_processes(tmp_path):
-    args = {**TINY["2d"], **RUN, "bundle_root": str(tmp_path), "num_train": 2, "num_val": 2}
+    args = {**TINY["2d"], **RUN, "bundle_root": str(tmp_path), "num_train": 2, "num_val": 2, "progress_bar": "$False"}
     import socket
 
     with socket.socket() as sock:  # a free loopback port for the rendezvous
