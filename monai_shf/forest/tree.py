@@ -382,6 +382,10 @@ class _Nodes:
     def concat(self, other: "_Nodes") -> "_Nodes":
         return _Nodes(np.concatenate([self.depth, other.depth]), np.concatenate([self.index, other.index]))
 
+    @staticmethod
+    def empty(ndim: int) -> "_Nodes":
+        return _Nodes(np.zeros(0, np.int64), np.zeros((0, ndim), np.int64))
+
 
 class _Grid:
     """Per-depth interval grids of a forest: splittability, volumes, Z-codes, children, leaves."""
@@ -434,19 +438,29 @@ class _Grid:
         index = np.array(list(np.ndindex(*self.roots)), dtype=np.int64).reshape(-1, self.ndim)
         return _Nodes(np.zeros(len(index), dtype=np.int64), index)
 
+    def children_of(self, nodes: _Nodes) -> _Nodes:
+        """All children of ``nodes`` (of any depths)."""
+        out = _Nodes.empty(self.ndim)
+        for d in np.unique(nodes.depth):
+            kids = self.children(int(d), nodes.index[nodes.depth == d])
+            out = out.concat(_Nodes(np.full(len(kids), d + 1, dtype=np.int64), kids))
+        return out
+
+    def frontier(self, split: _Nodes) -> tuple[_Nodes, np.ndarray]:
+        """The leaves left by splitting ``split``: the roots and the children of split nodes, minus
+        the split nodes; with their Z-codes."""
+        nodes = self.roots_nodes().concat(self.children_of(split))
+        codes = self.codes(nodes)
+        if split.size:
+            # a node is identified by (code, depth): its code is shared with its first descendants
+            keep = ~np.isin((codes << 6) | nodes.depth, (self.codes(split) << 6) | split.depth)
+            nodes, codes = nodes.take(np.flatnonzero(keep)), codes[keep]
+        return nodes, codes
+
     def leaves(self, split: _Nodes) -> tuple[np.ndarray, np.ndarray]:
-        """Leaf boxes in Z-order: the roots and the children of split nodes, minus the split nodes."""
-        everything = self.roots_nodes()
-        for d in np.unique(split.depth):
-            parents = split.index[split.depth == d]
-            kids = self.children(int(d), parents)
-            everything = everything.concat(_Nodes(np.full(len(kids), d + 1, dtype=np.int64), kids))
-        codes = self.codes(everything)
-        # a node is identified by (code, depth): its code is shared with its first descendants
-        split_keys = (self.codes(split) << 6) | split.depth
-        keep = ~np.isin((codes << 6) | everything.depth, split_keys)
-        order = np.argsort(codes[keep], kind="stable")
-        leaves = everything.take(np.flatnonzero(keep)[order])
+        """Leaf boxes ``(starts, ends)`` in Z-order."""
+        leaves, codes = self.frontier(split)
+        leaves = leaves.take(np.argsort(codes, kind="stable"))
         starts, ends = np.empty_like(leaves.index), np.empty_like(leaves.index)
         for d in np.unique(leaves.depth):
             rows = leaves.depth == d
@@ -486,7 +500,7 @@ def _edge_splits(grid: _Grid, pyramid: list[np.ndarray], max_splits: int) -> _No
                 threshold, inclusive = max(kth, threshold), True
         frontier = grid.children(d, frontier)
     if not depth_parts or max_splits == 0:
-        return _Nodes(np.zeros(0, np.int64), np.zeros((0, grid.ndim), np.int64))
+        return _Nodes.empty(grid.ndim)
     nodes = _Nodes(np.concatenate(depth_parts), np.concatenate(index_parts))
     if nodes.size <= max_splits:
         return nodes
@@ -499,14 +513,7 @@ def _edge_splits(grid: _Grid, pyramid: list[np.ndarray], max_splits: int) -> _No
 def _fill_splits(grid: _Grid, split: _Nodes, budget: int) -> _Nodes:
     """Uniform refinement of what the edge phase left: split the largest splittable leaves first
     (ties in Z-order), round by round, one volume at a time."""
-    # the current splittable leaves: roots and children of split nodes that were not split
-    pool = grid.roots_nodes()
-    for d in np.unique(split.depth):
-        kids = grid.children(int(d), split.index[split.depth == d])
-        pool = pool.concat(_Nodes(np.full(len(kids), d + 1, dtype=np.int64), kids))
-    if split.size:
-        split_keys = (grid.codes(split) << 6) | split.depth
-        pool = pool.take(np.flatnonzero(~np.isin((grid.codes(pool) << 6) | pool.depth, split_keys)))
+    pool, _ = grid.frontier(split)
     chosen = []
     while budget > 0 and pool.size:
         splittable = np.zeros(pool.size, dtype=bool)
@@ -525,13 +532,8 @@ def _fill_splits(grid: _Grid, split: _Nodes, budget: int) -> _Nodes:
         budget -= now.size
         rest = np.ones(pool.size, dtype=bool)
         rest[top] = False
-        pool = pool.take(np.flatnonzero(rest))
-        for d in np.unique(now.depth):
-            kids = grid.children(int(d), now.index[now.depth == d])
-            pool = pool.concat(_Nodes(np.full(len(kids), d + 1, dtype=np.int64), kids))
-    if not chosen:
-        return _Nodes(np.zeros(0, np.int64), np.zeros((0, grid.ndim), np.int64))
-    out = chosen[0]
-    for c in chosen[1:]:
+        pool = pool.take(np.flatnonzero(rest)).concat(grid.children_of(now))
+    out = _Nodes.empty(grid.ndim)
+    for c in chosen:
         out = out.concat(c)
     return out
