@@ -250,10 +250,13 @@ def _pyramid_level(size: tuple[int, ...], patch: int) -> int | None:
     return ratio.bit_length() - 1
 
 
-def _serialize_area(x: torch.Tensor, forest: Forest, patch: int, out: torch.Tensor, name: str = "image") -> None:
-    """Area tokens into ``out``; also checks ``x`` for NaN/inf (cheaply, through the pyramid)."""
+def _serialize_area(
+    x: torch.Tensor, forest: Forest, patch: int, out: torch.Tensor, groups: list | None = None, check_name: str | None = "image"
+) -> None:
+    """Area tokens into ``out``; also checks ``x`` for NaN/inf (cheaply, through the pyramid) unless
+    ``check_name`` is None. ``groups``: precomputed :func:`_group_leaves` of the forest."""
     pyramid = _AreaPyramid(x)
-    for size, ids in _group_leaves(forest):
+    for size, ids in _group_leaves(forest) if groups is None else groups:
         starts = forest.starts[ids]
         level = _pyramid_level(size, patch)
         if level is not None and (starts % np.asarray(size) == 0).all():
@@ -270,7 +273,8 @@ def _serialize_area(x: torch.Tensor, forest: Forest, patch: int, out: torch.Tens
         for chunk in _chunks(ids, int(np.prod(size)) * x.shape[0]):
             blocks = _Blocks(x, forest.starts[chunk], size).get().to(out.dtype)
             out[:, torch.as_tensor(chunk, device=x.device)] = _area_resample(blocks, size, patch)
-    pyramid.check_finite(name)
+    if check_name is not None:
+        pyramid.check_finite(check_name)
 
 
 def _nearest_index(out_len: int, src_len: Any) -> np.ndarray:
@@ -348,8 +352,9 @@ def serialize(
     if int(x.min()) < 0 or top >= k:
         raise ValueError(f"label values must lie in [0, num_classes={k}), got {int(x.min())}..{top}.")
     out = _alloc((k,) + token_shape, torch.float32, x.device, zero=True)
-    for cls in range(max(k - 1, 1)):
-        _serialize_area((x == cls).to(torch.float32), forest, patch, out[cls:cls + 1])
+    groups = _group_leaves(forest)
+    for cls in range(max(k - 1, 1)):  # (class planes are finite by construction: no NaN check)
+        _serialize_area((x == cls).to(torch.float32), forest, patch, out[cls:cls + 1], groups=groups, check_name=None)
     if k > 1:
         out[k - 1, : forest.num_leaves] = 1.0 - out[: k - 1, : forest.num_leaves].sum(0)
     return _restore(out, image)
