@@ -13,16 +13,15 @@ from typing import Any, Hashable, Mapping, Sequence
 
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor
 from monai.transforms import InvertibleTransform, MapTransform, RandomizableTransform
-from monai.utils import TraceKeys, ensure_tuple, ensure_tuple_rep
+from monai.utils import ensure_tuple, ensure_tuple_rep
 
 from monai_shf.forest import Forest
 from monai_shf.forest._checks import check_choice, check_int
 from monai_shf.forest.resample import DESERIALIZE_MODES, SERIALIZE_MODES
 
 from .array import Depatch, EdgeMap, HierarchicalPatch, MaskPaddingTokens
-from .functional import PATCH_CLASS_NAMES, forest_from_trace
+from .functional import forest_from_trace, patch_record_index
 
 __all__ = [
     "EdgeMapd",
@@ -321,10 +320,7 @@ class Depatchd(MapTransform):
         d = dict(data)
         for key, mode in self.key_iterator(d, self.mode):
             tokens = d[key]
-            own = isinstance(tokens, MetaTensor) and any(
-                isinstance(op, dict) and op.get(TraceKeys.CLASS_NAME) in PATCH_CLASS_NAMES for op in tokens.applied_operations
-            )
-            if own:
+            if patch_record_index(tokens) is not None:
                 d[key] = self.depatcher(tokens, mode=mode)
                 continue
             if self.ref_key is None or self.ref_key not in d:

@@ -16,7 +16,7 @@ from monai.utils import TraceKeys, convert_to_tensor
 
 from monai_shf.forest import Forest, build_forest, deserialize, edge_map, serialize
 
-__all__ = ["PATCH_CLASS_NAMES", "edge_forest", "hierarchical_patch", "depatch", "forest_from_trace", "patch_extra_info", "padding_dtype"]
+__all__ = ["PATCH_CLASS_NAMES", "edge_forest", "hierarchical_patch", "depatch", "forest_from_trace", "patch_record_index", "patch_extra_info", "padding_dtype"]
 
 # names under which the patch transform appears in applied_operations
 PATCH_CLASS_NAMES = ("HierarchicalPatch",)
@@ -117,6 +117,18 @@ def depatch(tokens: Any, forest: Forest, mode: str) -> torch.Tensor:
     return out
 
 
+def patch_record_index(img: Any) -> int | None:
+    """Position of the most recent patching in a MetaTensor's ``applied_operations`` (None: none,
+    or not a MetaTensor)."""
+    if not isinstance(img, MetaTensor):
+        return None
+    ops = img.applied_operations
+    for i in range(len(ops) - 1, -1, -1):
+        if isinstance(ops[i], dict) and ops[i].get(TraceKeys.CLASS_NAME) in PATCH_CLASS_NAMES:
+            return i
+    return None
+
+
 def forest_from_trace(img: Any, pop: bool = False) -> tuple[Forest, dict[str, Any]]:
     """The most recent patching recorded in a MetaTensor's ``applied_operations``.
 
@@ -127,15 +139,14 @@ def forest_from_trace(img: Any, pop: bool = False) -> tuple[Forest, dict[str, An
             f"the forest is read from a MetaTensor's applied_operations, got {type(img).__name__}; "
             "pass the forest explicitly or use a MetaTensor produced by HierarchicalPatch."
         )
+    i = patch_record_index(img)
+    if i is None:
+        raise ValueError("no HierarchicalPatch record in applied_operations: these tokens were not made by HierarchicalPatch.")
     ops = img.applied_operations
-    for i in range(len(ops) - 1, -1, -1):
-        op = ops[i]
-        if isinstance(op, dict) and op.get(TraceKeys.CLASS_NAME) in PATCH_CLASS_NAMES:
-            if pop:
-                if i != len(ops) - 1:
-                    raise ValueError("the patching is not the most recent transform of this MetaTensor; invert the later ones first.")
-                ops.pop()
-            info = op[TraceKeys.EXTRA_INFO]
-            return Forest.from_dict(info["forest"]), info
-    raise ValueError("no HierarchicalPatch record in applied_operations: these tokens were not made by HierarchicalPatch.")
+    info = ops[i][TraceKeys.EXTRA_INFO]
+    if pop:
+        if i != len(ops) - 1:
+            raise ValueError("the patching is not the most recent transform of this MetaTensor; invert the later ones first.")
+        ops.pop()
+    return Forest.from_dict(info["forest"]), info
 
