@@ -100,7 +100,6 @@ def training_demo(output_dir: Path, max_epochs: int, num_train: int, image_size:
     import torch
     from monai.bundle import ConfigWorkflow
 
-    from monai_shf.forest import build_forest, edge_map
     from monai_shf.visualize import forest_overlay, panels, save_png, to_rgb
 
     configs = BUNDLE_2D / "configs"
@@ -151,8 +150,9 @@ def training_demo(output_dir: Path, max_epochs: int, num_train: int, image_size:
     truth = np.asarray(Image.open(item["label"]))
     pred_path = output_dir / "eval" / "predictions" / (Path(item["image"]).stem + "_seg.png")
     pred = np.asarray(Image.open(pred_path))
-    params = train.parser.get_parsed_content("validate#preprocessing").transforms[-1].patcher
-    forest = build_forest(edge_map(image, params.edges.kernel_size, params.edges.thresholds), params.length, min_size=params.min_size)
+    # the forest the validation pipeline builds for this image (its deterministic patcher)
+    patcher = train.parser.get_parsed_content("validate#preprocessing").transforms[-1].patcher
+    forest = patcher.build(image.astype(np.float32) / 255.0)
     figure = panels(
         [to_rgb(image), forest_overlay(image, forest), to_rgb(pred.astype(np.float32)), to_rgb(truth.astype(np.float32))],
         ["input", f"forest: {forest.num_leaves} leaves", "prediction (depatched)", "ground truth"],
