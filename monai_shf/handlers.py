@@ -11,13 +11,14 @@ one. It also offers a fixed ``latest_filename`` for the interval checkpoint, so 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointSaver
+
+from monai_shf.utils import atomic_write
 
 __all__ = ["AtomicDiskSaver", "AtomicCheckpointSaver"]
 
@@ -33,21 +34,11 @@ class AtomicDiskSaver(BaseSaveHandler):
         os.makedirs(self.dirname, exist_ok=True)
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
-        path = os.path.join(self.dirname, self.filename or filename)
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=self.dirname)
-        try:
-            with os.fdopen(fd, "wb") as f:
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:
                 torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file permissions
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+
+        atomic_write(os.path.join(self.dirname, self.filename or filename), write)
 
     def remove(self, filename: str) -> None:
         if self.filename is not None:

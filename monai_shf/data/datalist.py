@@ -9,13 +9,13 @@ count is reported (naming the file) before any training starts.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from monai_shf.utils import atomic_write
 
 from .synthetic import synthetic_organs_3d, synthetic_tissue_2d
 
@@ -31,24 +31,8 @@ __all__ = [
 _NIFTI = (".nii", ".nii.gz")
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through a unique temporary file renamed over ``path``: concurrent writers (e.g. every
-    rank of a distributed run generating the embedded data) never expose a half-written file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix="".join(path.suffixes), dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _write_json(path: Path, data: dict) -> None:
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2)))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2)))
 
 
 def _generator_changed(root: Path, params: dict) -> bool:
@@ -80,8 +64,8 @@ def ensure_synthetic_2d(dataset_dir: str | Path, num_train: int = 8, num_val: in
         if fresh or not (img_path.exists() and lab_path.exists()):
             image, label = synthetic_tissue_2d(size, seed=seed + i)
             # PNG stores (row, col); MONAI's PIL reader returns (col, row), consistently for both keys
-            _atomic_write(img_path, lambda tmp: Image.fromarray(np.moveaxis(image, 0, -1)).save(tmp, format="PNG"))
-            _atomic_write(lab_path, lambda tmp: Image.fromarray(label[0]).save(tmp, format="PNG"))
+            atomic_write(img_path, lambda tmp: Image.fromarray(np.moveaxis(image, 0, -1)).save(tmp, format="PNG"))
+            atomic_write(lab_path, lambda tmp: Image.fromarray(label[0]).save(tmp, format="PNG"))
         items.append({"image": str(img_path.relative_to(root)), "label": str(lab_path.relative_to(root))})
     datalist = {"training": items[:num_train], "validation": items[num_train:]}
     _write_json(root / "datalist.json", datalist)
@@ -105,8 +89,8 @@ def ensure_synthetic_3d(
         img_path, lab_path = root / "imagesTr" / f"case_{i:03d}.nii.gz", root / "labelsTr" / f"case_{i:03d}.nii.gz"
         if fresh or not (img_path.exists() and lab_path.exists()):
             image, label = synthetic_organs_3d(tuple(size), seed=seed + i)
-            _atomic_write(img_path, lambda tmp: nib.save(nib.Nifti1Image(image, affine), tmp))
-            _atomic_write(lab_path, lambda tmp: nib.save(nib.Nifti1Image(label, affine), tmp))
+            atomic_write(img_path, lambda tmp: nib.save(nib.Nifti1Image(image, affine), tmp))
+            atomic_write(lab_path, lambda tmp: nib.save(nib.Nifti1Image(label, affine), tmp))
         items.append({"image": str(img_path.relative_to(root)), "label": str(lab_path.relative_to(root))})
     datalist = {"training": items[:num_train], "validation": items[num_train:]}
     _write_json(root / "datalist.json", datalist)

@@ -1,0 +1,34 @@
+"""Small shared helpers."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+__all__ = ["atomic_write"]
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+    """Write ``path`` through a unique temporary file in the same folder, synced to disk and then
+    renamed over it (``os.replace`` is atomic on POSIX): readers and concurrent writers (e.g. the
+    ranks of a distributed run) see the old file or the new one, never part of one; a crash leaves
+    the old file and no temporary behind.
+
+    ``write(tmp_path)`` writes the content; the file gets the usual permissions (mkstemp's are 0600).
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix="".join(path.suffixes), dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
