@@ -6,8 +6,9 @@ import gc
 import importlib.util
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -89,6 +90,9 @@ def table(rows: list[dict], columns: list[str]) -> str:
     """A GitHub-markdown table of ``rows`` restricted to ``columns``."""
     text = [[str(r.get(c, "")) for c in columns] for r in rows]
     widths = [max(len(c), *(len(t[i]) for t in text)) for i, c in enumerate(columns)]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths)) + " |", "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    lines = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths)) + " |",
+        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+    ]
     lines += ["| " + " | ".join(t[i].ljust(w) for i, w in enumerate(widths)) + " |" for t in text]
     return "\n".join(lines)

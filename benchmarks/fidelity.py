@@ -18,8 +18,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import load_seed, nuclei2d, table  # noqa: E402
 
-from monai_shf.forest import build_forest, deserialize, edge_map, serialize  # noqa: E402
-from monai_shf.forest.edges import to_uint8  # noqa: E402
+from monai_shf.forest import (  # noqa: E402
+    build_forest,
+    deserialize,
+    edge_map,
+    serialize,
+    to_uint8,  # noqa: E402
+)
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -36,7 +41,9 @@ def main() -> None:
     rows = []
     for length in (256, 1024, 2050):
         forest = build_forest(edges, length)
-        soft = deserialize(serialize(gt[None].astype(np.uint8), forest, p, mode="fraction", num_classes=2), forest, mode="linear")
+        soft = deserialize(
+            serialize(gt[None].astype(np.uint8), forest, p, mode="fraction", num_classes=2), forest, mode="linear"
+        )
         hard = deserialize(serialize(gt[None].astype(np.uint8), forest, p, mode="nearest"), forest, mode="nearest")
         row = {
             "L": length,
@@ -49,7 +56,9 @@ def main() -> None:
             # same 8-bit image our edge map sees (min-max scaled), so both forests see the same edges
             img8 = np.repeat(to_uint8(img)[..., None], 3, axis=-1)
             target = gt.astype(np.uint8)[..., None]
-            seq_img, seq_mask, seed_forest = seed.seed_patchify(img8, target, fixed_length=length, patch_size=p, kernel=kernel, canny=thresholds)
+            seq_img, seq_mask, seed_forest = seed.seed_patchify(
+                img8, target, fixed_length=length, patch_size=p, kernel=kernel, canny=thresholds
+            )
             rebuilt = seed_forest.deserialize(np.asarray(seq_mask, dtype=np.float32)[..., None], p, 1)[..., 0]
             row["seed leaves"] = seed_forest.count_patches()
             row["seed"] = f"{dice(rebuilt > 0.5, gt):.4f}"

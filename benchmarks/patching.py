@@ -22,8 +22,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import best_time, load_seed, mni152, nuclei2d, peak_extra_bytes, table  # noqa: E402
 
-from monai_shf.forest import build_forest, deserialize, edge_map, serialize  # noqa: E402
-from monai_shf.forest.edges import to_uint8  # noqa: E402
+from monai_shf.forest import (  # noqa: E402
+    build_forest,
+    deserialize,
+    edge_map,
+    serialize,
+    to_uint8,  # noqa: E402
+)
 
 MB = 1 << 20
 
@@ -54,29 +59,53 @@ def case_2d(side: int, length: int, seed, repeat: int, seed_repeat: int) -> tupl
         ours = best_time(ours_fn, repeat=rep)
         theirs = best_time(seed_fn, repeat=seed_repeat) if seed_fn is not None else None
         extra = peak_extra_bytes(ours_fn) if mem else None
-        rows.append({
-            "case": name, "op": op, "ours ms": _ms(ours), "seed ms": _ms(theirs), "seed/ours": _ratio(theirs, ours),
-            "peak extra MB": "" if extra is None else f"{extra / MB:.0f}",
-            "x image bytes": "" if extra is None else f"{extra / image.nbytes:.2f}",
-        })
+        rows.append(
+            {
+                "case": name,
+                "op": op,
+                "ours ms": _ms(ours),
+                "seed ms": _ms(theirs),
+                "seed/ours": _ratio(theirs, ours),
+                "peak extra MB": "" if extra is None else f"{extra / MB:.0f}",
+                "x image bytes": "" if extra is None else f"{extra / image.nbytes:.2f}",
+            }
+        )
         return ours, theirs
 
     t_copy, _ = row("memcopy of the image", lambda: image.copy(), mem=False)
-    t_edges, t_seed_edges = row("edges (blur + Canny)", lambda: edge_map(image, kernel, thresholds),
-                                (lambda: cv.Canny(cv.GaussianBlur(image_hwc, (kernel, kernel), 0), *thresholds)) if seed else None, mem=False)
+    t_edges, t_seed_edges = row(
+        "edges (blur + Canny)",
+        lambda: edge_map(image, kernel, thresholds),
+        (lambda: cv.Canny(cv.GaussianBlur(image_hwc, (kernel, kernel), 0), *thresholds)) if seed else None,
+        mem=False,
+    )
     domain = edges.astype(np.uint8) * 255
-    t_build, s_build = row("build", lambda: build_forest(edges, length),
-                           (lambda: seed.FixedHierachicalForest(domain=domain, fixed_length=length)) if seed else None)
+    t_build, s_build = row(
+        "build",
+        lambda: build_forest(edges, length),
+        (lambda: seed.FixedHierachicalForest(domain=domain, fixed_length=length)) if seed else None,
+    )
     seed_forest = seed.FixedHierachicalForest(domain=domain, fixed_length=length) if seed else None
-    t_ser_img, _ = row("serialize image (uint8 RGB, area)", lambda: serialize(image, forest, p),
-                       (lambda: seed_forest.serialize(image_hwc, size=(p, p, 3))) if seed else None)
+    t_ser_img, _ = row(
+        "serialize image (uint8 RGB, area)",
+        lambda: serialize(image, forest, p),
+        (lambda: seed_forest.serialize(image_hwc, size=(p, p, 3))) if seed else None,
+    )
     label_hw1 = label[0][..., None]
-    t_ser_lab, _ = row("serialize label (float32, area)", lambda: serialize(label, forest, p),
-                       (lambda: seed_forest.serialize(label_hw1, size=(p, p, 1))) if seed else None)
+    t_ser_lab, _ = row(
+        "serialize label (float32, area)",
+        lambda: serialize(label, forest, p),
+        (lambda: seed_forest.serialize(label_hw1, size=(p, p, 1))) if seed else None,
+    )
     seed_pred = np.ascontiguousarray(np.moveaxis(pred, 0, -1))
-    t_deser, s_deser = row("deserialize (2 channels, linear)", lambda: deserialize(pred, forest, "linear"),
-                           (lambda: seed_forest.deserialize(seed_pred, p, 2)) if seed else None)
-    mem_build_ser = peak_extra_bytes(lambda: (serialize(image, build_forest(edges, length), p), serialize(label, forest, p)))
+    t_deser, s_deser = row(
+        "deserialize (2 channels, linear)",
+        lambda: deserialize(pred, forest, "linear"),
+        (lambda: seed_forest.deserialize(seed_pred, p, 2)) if seed else None,
+    )
+    mem_build_ser = peak_extra_bytes(
+        lambda: (serialize(image, build_forest(edges, length), p), serialize(label, forest, p))
+    )
     summary = {
         "case": name,
         "leaves": forest.num_leaves,
@@ -84,7 +113,9 @@ def case_2d(side: int, length: int, seed, repeat: int, seed_repeat: int) -> tupl
         "build speed-up vs seed": _ratio(s_build, t_build),
         "deserialize speed-up vs seed": _ratio(s_deser, t_deser),
         "(build + serialize) / edges": f"{(t_build + t_ser_img + t_ser_lab) / t_edges:.3f}",
-        "build + serialize peak extra / image bytes": "" if mem_build_ser is None else f"{mem_build_ser / image.nbytes:.2f}",
+        "build + serialize peak extra / image bytes": ""
+        if mem_build_ser is None
+        else f"{mem_build_ser / image.nbytes:.2f}",
         "memcopy ms": _ms(t_copy),
     }
     return rows, summary
@@ -92,8 +123,12 @@ def case_2d(side: int, length: int, seed, repeat: int, seed_repeat: int) -> tupl
 
 def case_3d(side: int, length: int, repeat: int, with_itk: bool) -> list[dict]:
     t1, gm = mni152()
-    vol = torch.nn.functional.interpolate(torch.from_numpy(t1)[None, None], size=(side,) * 3, mode="trilinear")[0].numpy()
-    lab = torch.nn.functional.interpolate(torch.from_numpy((gm > 127).astype(np.float32))[None, None], size=(side,) * 3, mode="nearest")[0].numpy()
+    vol = torch.nn.functional.interpolate(torch.from_numpy(t1)[None, None], size=(side,) * 3, mode="trilinear")[
+        0
+    ].numpy()
+    lab = torch.nn.functional.interpolate(
+        torch.from_numpy((gm > 127).astype(np.float32))[None, None], size=(side,) * 3, mode="nearest"
+    )[0].numpy()
     p = 4
     name = f"3D {side}^3 L={length}"
     edges = edge_map(vol, 3, (50, 100), method="slicewise")
@@ -104,8 +139,15 @@ def case_3d(side: int, length: int, repeat: int, with_itk: bool) -> list[dict]:
     def row(op, fn, rep=repeat, warmup=1, mem=True):
         t = best_time(fn, repeat=rep, warmup=warmup)
         extra = peak_extra_bytes(fn) if mem else None
-        rows.append({"case": name, "op": op, "ours ms": _ms(t), "peak extra MB": "" if extra is None else f"{extra / MB:.0f}",
-                     "x image bytes": "" if extra is None else f"{extra / vol.nbytes:.2f}"})
+        rows.append(
+            {
+                "case": name,
+                "op": op,
+                "ours ms": _ms(t),
+                "peak extra MB": "" if extra is None else f"{extra / MB:.0f}",
+                "x image bytes": "" if extra is None else f"{extra / vol.nbytes:.2f}",
+            }
+        )
         return t
 
     row("memcopy of the volume (float32)", lambda: vol.copy(), mem=False)
@@ -142,7 +184,9 @@ def main() -> None:
     print(table(rows, cols))
     print()
     print(table(summaries, list(summaries[0])))
-    print(f"\ntorch {torch.__version__}, OpenCV {cv.__version__}, numpy {np.__version__}, threads: torch {torch.get_num_threads()}, OpenCV {cv.getNumThreads()}")
+    print(
+        f"\ntorch {torch.__version__}, OpenCV {cv.__version__}, numpy {np.__version__}, threads: torch {torch.get_num_threads()}, OpenCV {cv.getNumThreads()}"
+    )
 
 
 if __name__ == "__main__":

@@ -24,8 +24,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import best_time, mni152, nuclei2d, peak_extra_bytes, table  # noqa: E402
 
-from monai_shf.forest import build_forest, edge_map, serialize  # noqa: E402
-from monai_shf.forest.edges import to_uint8  # noqa: E402
+from monai_shf.forest import (  # noqa: E402
+    build_forest,
+    edge_map,
+    serialize,
+    to_uint8,  # noqa: E402
+)
 from monai_shf.losses import TokenDiceCELoss  # noqa: E402
 from monai_shf.networks import SHFViT  # noqa: E402
 
@@ -44,7 +48,13 @@ def _tokens(image: np.ndarray, label: np.ndarray, length: int, patch: int, grid:
         forest = build_forest(edge_map(image, 3, (50, 100), method="slicewise"), length)
     x = serialize(image.astype(np.float32), forest, patch)
     y = serialize(label, forest, patch, mode="fraction", num_classes=2)
-    return forest, torch.from_numpy(x)[None], torch.from_numpy(y)[None], torch.from_numpy(forest.geom())[None], torch.from_numpy(forest.token_mask())[None]
+    return (
+        forest,
+        torch.from_numpy(x)[None],
+        torch.from_numpy(y)[None],
+        torch.from_numpy(forest.geom())[None],
+        torch.from_numpy(forest.token_mask())[None],
+    )
 
 
 def _step_fn(net: SHFViT, batch):
@@ -62,7 +72,9 @@ def _step_fn(net: SHFViT, batch):
     return step
 
 
-def _measure(image: np.ndarray, label: np.ndarray, length: int, patch: int, grid: bool) -> tuple[int, float, float, int | None]:
+def _measure(
+    image: np.ndarray, label: np.ndarray, length: int, patch: int, grid: bool
+) -> tuple[int, float, float, int | None]:
     """In a fresh process: tokens, then the peak memory of the first step (activations, gradients,
     optimizer state all new), then the best step time."""
     t = time.perf_counter()
@@ -83,13 +95,24 @@ def case(name: str, image: np.ndarray, label: np.ndarray, length: int, patch: in
     for kind, grid in (("SHF", False), ("grid", True)):
         with mp.get_context("spawn").Pool(1) as pool:  # a clean heap: peak memory is this run's own
             n_tokens, prep, seconds, extra = pool.apply(_measure, (image, label, length, patch, grid))
-        rows[kind] = {"case": name, "tokens": f"{kind} {n_tokens}", "step ms": f"{1e3 * seconds:.0f}",
-                      "peak extra MB": "" if extra is None else f"{extra / MB:.0f}", "token prep ms": f"{1e3 * prep:.0f}",
-                      "_s": seconds, "_m": extra}
+        rows[kind] = {
+            "case": name,
+            "tokens": f"{kind} {n_tokens}",
+            "step ms": f"{1e3 * seconds:.0f}",
+            "peak extra MB": "" if extra is None else f"{extra / MB:.0f}",
+            "token prep ms": f"{1e3 * prep:.0f}",
+            "_s": seconds,
+            "_m": extra,
+        }
         print(f"done {name} {kind}", file=sys.stderr, flush=True)
     shf, grid = rows["SHF"], rows["grid"]
-    ratio = {"case": name, "tokens": "grid / SHF", "step ms": f"{grid['_s'] / shf['_s']:.1f}x",
-             "peak extra MB": "" if not (shf["_m"] and grid["_m"]) else f"{grid['_m'] / shf['_m']:.1f}x", "token prep ms": ""}
+    ratio = {
+        "case": name,
+        "tokens": "grid / SHF",
+        "step ms": f"{grid['_s'] / shf['_s']:.1f}x",
+        "peak extra MB": "" if not (shf["_m"] and grid["_m"]) else f"{grid['_m'] / shf['_m']:.1f}x",
+        "token prep ms": "",
+    }
     return [shf, grid, ratio]
 
 
@@ -102,8 +125,16 @@ def main() -> None:
         label = cv.resize((mask > 0).astype(np.uint8), (side, side), interpolation=cv.INTER_NEAREST)[None]
         rows += case(f"2D {side}^2, p=8, L=1024", image, label, 1024, 8)
     t1, gm = mni152()
-    vol = torch.nn.functional.interpolate(torch.from_numpy(t1)[None, None], size=(128,) * 3, mode="trilinear")[0].numpy()
-    lab = torch.nn.functional.interpolate(torch.from_numpy((gm > 127).astype(np.float32))[None, None], size=(128,) * 3, mode="nearest")[0].numpy().astype(np.uint8)
+    vol = torch.nn.functional.interpolate(torch.from_numpy(t1)[None, None], size=(128,) * 3, mode="trilinear")[
+        0
+    ].numpy()
+    lab = (
+        torch.nn.functional.interpolate(
+            torch.from_numpy((gm > 127).astype(np.float32))[None, None], size=(128,) * 3, mode="nearest"
+        )[0]
+        .numpy()
+        .astype(np.uint8)
+    )
     rows += case("3D 128^3, p=8, L=512", vol / vol.max(), lab, 512, 8)
     print(table(rows, ["case", "tokens", "step ms", "peak extra MB", "token prep ms"]))
     print(f"\nViT: {VIT}; batch 1; torch {torch.__version__}, {torch.get_num_threads()} threads")

@@ -39,7 +39,9 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2.0 * (a & b).sum() / max(int(a.sum() + b.sum()), 1))
 
 
-def patching_demo(output_dir: Path, length: int, patch_size: int, kernel_size: int, thresholds: tuple[float, float]) -> dict:
+def patching_demo(
+    output_dir: Path, length: int, patch_size: int, kernel_size: int, thresholds: tuple[float, float]
+) -> dict:
     from monai_shf.data import synthetic_tissue_2d
     from monai_shf.forest import build_forest, deserialize, edge_map, serialize
     from monai_shf.visualize import forest_overlay, panels, save_png, to_rgb
@@ -73,7 +75,7 @@ def patching_demo(output_dir: Path, length: int, patch_size: int, kernel_size: i
         "length": forest.length,
         "padding": forest.num_padding,
         "leaf_sides": f"{int(forest.sizes.min())}..{int(forest.sizes.max())}",
-        "compression": float(np.prod(forest.spatial_shape)) / (forest.num_leaves * patch_size ** forest.spatial_dims),
+        "compression": float(np.prod(forest.spatial_shape)) / (forest.num_leaves * patch_size**forest.spatial_dims),
         "dice_soft_linear": _dice(probs[1] > 0.5, gt),
         "dice_hard_nearest": _dice(hard[0] > 0.5, gt),
         "ms_edges": 1e3 * (t1 - t0),
@@ -138,8 +140,20 @@ def training_demo(output_dir: Path, max_epochs: int, num_train: int, image_size:
         evaluate = workflow(["train.yaml", "evaluate.yaml"], "train")
         evaluate.run()
         metrics = dict(evaluate.parser.get_parsed_content("validate#evaluator").state.metrics)
-        infer = workflow(["inference.yaml"], "infer", keys=("bundle_root", "num_train", "num_val", "image_size", "network_def#hidden_size",
-                                                             "network_def#mlp_dim", "network_def#num_layers", "network_def#num_heads"))
+        infer = workflow(
+            ["inference.yaml"],
+            "infer",
+            keys=(
+                "bundle_root",
+                "num_train",
+                "num_val",
+                "image_size",
+                "network_def#hidden_size",
+                "network_def#mlp_dim",
+                "network_def#num_layers",
+                "network_def#num_heads",
+            ),
+        )
         infer.run()
     # a figure of the first validation image
     from PIL import Image
@@ -154,18 +168,30 @@ def training_demo(output_dir: Path, max_epochs: int, num_train: int, image_size:
     patcher = train.parser.get_parsed_content("validate#preprocessing").transforms[-1].patcher
     forest = patcher.build(image.astype(np.float32) / 255.0)
     figure = panels(
-        [to_rgb(image), forest_overlay(image, forest), to_rgb(pred.astype(np.float32)), to_rgb(truth.astype(np.float32))],
+        [
+            to_rgb(image),
+            forest_overlay(image, forest),
+            to_rgb(pred.astype(np.float32)),
+            to_rgb(truth.astype(np.float32)),
+        ],
         ["input", f"forest: {forest.num_leaves} leaves", "prediction (depatched)", "ground truth"],
     )
     path = save_png(output_dir / "demo_figure.png", figure)
-    return {"metrics": metrics, "train_seconds": t1 - t0, "figure": str(path), "pred_path": str(pred_path),
-            "dice_figure_image": _dice(pred > 0, truth > 0)}
+    return {
+        "metrics": metrics,
+        "train_seconds": t1 - t0,
+        "figure": str(path),
+        "pred_path": str(pred_path),
+        "dice_figure_image": _dice(pred > 0, truth > 0),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="monai-shf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("demo", help="train, evaluate and run the 2D bundle on its embedded data (a few minutes on CPU)")
+    train = sub.add_parser(
+        "demo", help="train, evaluate and run the 2D bundle on its embedded data (a few minutes on CPU)"
+    )
     train.add_argument("--output-dir", type=Path, default=Path("outputs/demo"))
     train.add_argument("--max-epochs", type=int, default=30)
     train.add_argument("--num-train", type=int, default=8)
@@ -178,7 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--thresholds", type=float, nargs=2, default=(50.0, 100.0))
     datalist = sub.add_parser("datalist", help="write a MONAI datalist JSON for a folder layout")
     datalist.add_argument("root", type=Path)
-    datalist.add_argument("--layout", choices=("msd", "paired"), default="msd", help="msd: imagesTr/labelsTr (BTCV, KiTS); paired: image + mask files (PAIP)")
+    datalist.add_argument(
+        "--layout",
+        choices=("msd", "paired"),
+        default="msd",
+        help="msd: imagesTr/labelsTr (BTCV, KiTS); paired: image + mask files (PAIP)",
+    )
     datalist.add_argument("--output", type=Path, default=None, help="default: <root>/datalist.json")
     datalist.add_argument("--val-fraction", type=float, default=0.2)
     datalist.add_argument("--label-suffix", default="_mask")
@@ -193,17 +224,27 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "demo":
         r = training_demo(args.output_dir, args.max_epochs, args.num_train, args.image_size)
         m = r["metrics"]
-        print(f"trained the 2D bundle for {args.max_epochs} epochs on {args.num_train} generated {args.image_size}x{args.image_size} images in {r['train_seconds']:.0f} s")
-        print(f"full-resolution Dice after depatching (validation): {m['val_mean_dice']:.4f}   token-space Dice: {m['val_token_dice']:.4f}")
+        print(
+            f"trained the 2D bundle for {args.max_epochs} epochs on {args.num_train} generated {args.image_size}x{args.image_size} images in {r['train_seconds']:.0f} s"
+        )
+        print(
+            f"full-resolution Dice after depatching (validation): {m['val_mean_dice']:.4f}   token-space Dice: {m['val_token_dice']:.4f}"
+        )
         print(f"figure      {r['figure']}")
         print(f"prediction  {r['pred_path']}")
     elif args.command == "patch-demo":
         r = patching_demo(args.output_dir, args.length, args.patch_size, args.kernel_size, tuple(args.thresholds))
         print(f"data        {r['source']}")
-        print(f"tokens      {r['token_shape']}  (L={r['length']}, {r['leaves']} leaves, {r['padding']} padding, leaf sides {r['leaf_sides']} px)")
+        print(
+            f"tokens      {r['token_shape']}  (L={r['length']}, {r['leaves']} leaves, {r['padding']} padding, leaf sides {r['leaf_sides']} px)"
+        )
         print(f"compression {r['compression']:.2f} image pixels per token pixel")
-        print(f"timing      edges {r['ms_edges']:.1f} ms, build {r['ms_build']:.1f} ms, serialize {r['ms_serialize']:.1f} ms, deserialize {r['ms_deserialize']:.1f} ms")
-        print(f"depatch Dice of a perfect prediction: {r['dice_soft_linear']:.4f} (soft tokens, linear), {r['dice_hard_nearest']:.4f} (hard tokens, nearest)")
+        print(
+            f"timing      edges {r['ms_edges']:.1f} ms, build {r['ms_build']:.1f} ms, serialize {r['ms_serialize']:.1f} ms, deserialize {r['ms_deserialize']:.1f} ms"
+        )
+        print(
+            f"depatch Dice of a perfect prediction: {r['dice_soft_linear']:.4f} (soft tokens, linear), {r['dice_hard_nearest']:.4f} (hard tokens, nearest)"
+        )
         print(f"figure      {r['figure']}")
     return 0
 

@@ -14,10 +14,21 @@ class WarmupMultiStepLR(LambdaLR):
     """Linear warm-up over ``warmup_epochs`` (from ``lr / warmup_epochs``), then ``lr`` multiplied by
     ``gamma`` at each of ``milestones`` (epochs). Step it once per epoch."""
 
-    def __init__(self, optimizer: Optimizer, warmup_epochs: int, milestones: Sequence[int], gamma: float = 0.1, last_epoch: int = -1) -> None:
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        warmup_epochs: int,
+        milestones: Sequence[int],
+        gamma: float = 0.1,
+        last_epoch: int = -1,
+    ) -> None:
         if warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}.")
-        self.warmup_epochs, self.milestones, self.gamma = int(warmup_epochs), sorted(int(m) for m in milestones), float(gamma)
+        self.warmup_epochs, self.milestones, self.gamma = (
+            int(warmup_epochs),
+            sorted(int(m) for m in milestones),
+            float(gamma),
+        )
         super().__init__(optimizer, self.factor, last_epoch=last_epoch)
 
     def state_dict(self) -> dict:

@@ -6,15 +6,15 @@ the last axis by default) with the leaves that cross it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import cv2 as cv
 import numpy as np
 
-from monai_shf.forest import Forest
-from monai_shf.forest._checks import to_numpy
-from monai_shf.forest.edges import to_uint8
+from monai_shf.forest import Forest, to_uint8
+from monai_shf.validation import to_numpy
 
 __all__ = ["to_rgb", "forest_overlay", "panels", "save_png"]
 
@@ -35,7 +35,9 @@ def to_rgb(image: Any, slice_index: int | None = None) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(x, 0, -1))
 
 
-def forest_overlay(image: Any, forest: Forest, color: Sequence[int] = (0, 255, 0), slice_index: int | None = None) -> np.ndarray:
+def forest_overlay(
+    image: Any, forest: Forest, color: Sequence[int] = (0, 255, 0), slice_index: int | None = None
+) -> np.ndarray:
     """The image with every leaf's outline drawn (``(H, W, 3)`` uint8)."""
     rgb = to_rgb(image, slice_index).copy()
     starts, ends = forest.starts, forest.ends
@@ -53,7 +55,9 @@ def panels(images: Sequence[np.ndarray], titles: Sequence[str], width: int = 512
     out = []
     for img, title in zip(images, titles):
         h, w = img.shape[:2]
-        scaled = cv.resize(img, (width, max(1, round(h * width / w))), interpolation=cv.INTER_AREA if w > width else cv.INTER_NEAREST)
+        scaled = cv.resize(
+            img, (width, max(1, round(h * width / w))), interpolation=cv.INTER_AREA if w > width else cv.INTER_NEAREST
+        )
         bar = np.full((28, width, 3), 255, np.uint8)
         cv.putText(bar, title, (6, 20), cv.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv.LINE_AA)
         out.append(np.concatenate([bar, scaled], axis=0))

@@ -39,7 +39,10 @@ def test_datalist_command(tmp_path, capsys):
     (tmp_path / "labelsTr").mkdir()
     for i in range(3):
         for folder, prefix in (("imagesTr", "img"), ("labelsTr", "label")):
-            nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), str(tmp_path / folder / f"{prefix}{i:04d}.nii.gz"))
+            nib.save(
+                nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)),
+                str(tmp_path / folder / f"{prefix}{i:04d}.nii.gz"),
+            )
     assert main(["datalist", str(tmp_path), "--layout", "msd", "--val-fraction", "0.34"]) == 0
     made = json.loads((tmp_path / "datalist.json").read_text())
     assert len(made["training"]) == 2 and len(made["validation"]) == 1

@@ -34,7 +34,9 @@ def test_atomic_write_keeps_the_old_file_when_saving_crashes(tmp_path, monkeypat
 def test_saver_keeps_latest_and_best_under_fixed_names(tmp_path):
     net = torch.nn.Linear(2, 1)
     engine = Engine(lambda e, b: None)
-    latest = AtomicCheckpointSaver(str(tmp_path), {"model": net, "trainer": engine}, save_interval=1, n_saved=1, latest_filename="latest.pt")
+    latest = AtomicCheckpointSaver(
+        str(tmp_path), {"model": net, "trainer": engine}, save_interval=1, n_saved=1, latest_filename="latest.pt"
+    )
     latest.attach(engine)
     scores = iter([0.1, 0.5, 0.3])
 
@@ -42,7 +44,9 @@ def test_saver_keeps_latest_and_best_under_fixed_names(tmp_path):
     def _score(e):
         e.state.metrics["dice"] = next(scores)
 
-    best = AtomicCheckpointSaver(str(tmp_path), {"model": net}, save_key_metric=True, key_metric_name="dice", key_metric_filename="best.pt")
+    best = AtomicCheckpointSaver(
+        str(tmp_path), {"model": net}, save_key_metric=True, key_metric_name="dice", key_metric_filename="best.pt"
+    )
     best.attach(engine)
     engine.run([0], max_epochs=3)
     assert sorted(os.listdir(tmp_path)) == ["best.pt", "latest.pt"]

@@ -1,7 +1,14 @@
 """Embedded datasets (synthetic generators, written to a bundle's dataset_dir on first run) and
 real-data datalists (JSON loading, folder-layout makers, header checks before training)."""
 
-from .datalist import check_datalist, ensure_synthetic_2d, ensure_synthetic_3d, image_header, load_datalist, make_datalist
+from .datalist import (
+    check_datalist,
+    ensure_synthetic_2d,
+    ensure_synthetic_3d,
+    image_header,
+    load_datalist,
+    make_datalist,
+)
 from .synthetic import synthetic_organs_3d, synthetic_tissue_2d
 
 __all__ = [

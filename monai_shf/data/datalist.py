@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,9 @@ def _generator_changed(root: Path, params: dict) -> bool:
     return False
 
 
-def ensure_synthetic_2d(dataset_dir: str | Path, num_train: int = 8, num_val: int = 2, size: int = 1024, seed: int = 0) -> dict[str, list]:
+def ensure_synthetic_2d(
+    dataset_dir: str | Path, num_train: int = 8, num_val: int = 2, size: int = 1024, seed: int = 0
+) -> dict[str, list]:
     """Write (once) a generated pathology-like 2D dataset to ``dataset_dir`` and return its datalist.
 
     RGB PNG images of ``size x size`` with irregular tissue regions and fine boundaries; PNG labels
@@ -64,8 +67,10 @@ def ensure_synthetic_2d(dataset_dir: str | Path, num_train: int = 8, num_val: in
         if fresh or not (img_path.exists() and lab_path.exists()):
             image, label = synthetic_tissue_2d(size, seed=seed + i)
             # PNG stores (row, col); MONAI's PIL reader returns (col, row), consistently for both keys
-            atomic_write(img_path, lambda tmp: Image.fromarray(np.moveaxis(image, 0, -1)).save(tmp, format="PNG"))
-            atomic_write(lab_path, lambda tmp: Image.fromarray(label[0]).save(tmp, format="PNG"))
+            atomic_write(
+                img_path, lambda tmp, image=image: Image.fromarray(np.moveaxis(image, 0, -1)).save(tmp, format="PNG")
+            )
+            atomic_write(lab_path, lambda tmp, label=label: Image.fromarray(label[0]).save(tmp, format="PNG"))
         items.append({"image": str(img_path.relative_to(root)), "label": str(lab_path.relative_to(root))})
     datalist = {"training": items[:num_train], "validation": items[num_train:]}
     _write_json(root / "datalist.json", datalist)
@@ -89,8 +94,8 @@ def ensure_synthetic_3d(
         img_path, lab_path = root / "imagesTr" / f"case_{i:03d}.nii.gz", root / "labelsTr" / f"case_{i:03d}.nii.gz"
         if fresh or not (img_path.exists() and lab_path.exists()):
             image, label = synthetic_organs_3d(tuple(size), seed=seed + i)
-            atomic_write(img_path, lambda tmp: nib.save(nib.Nifti1Image(image, affine), tmp))
-            atomic_write(lab_path, lambda tmp: nib.save(nib.Nifti1Image(label, affine), tmp))
+            atomic_write(img_path, lambda tmp, image=image: nib.save(nib.Nifti1Image(image, affine), tmp))
+            atomic_write(lab_path, lambda tmp, label=label: nib.save(nib.Nifti1Image(label, affine), tmp))
         items.append({"image": str(img_path.relative_to(root)), "label": str(lab_path.relative_to(root))})
     datalist = {"training": items[:num_train], "validation": items[num_train:]}
     _write_json(root / "datalist.json", datalist)
@@ -107,7 +112,9 @@ def _absolute(datalist: dict[str, Any], base: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for section, items in datalist.items():
         if isinstance(items, list):
-            out[section] = [{k: fix(v) for k, v in item.items()} if isinstance(item, dict) else fix(item) for item in items]
+            out[section] = [
+                {k: fix(v) for k, v in item.items()} if isinstance(item, dict) else fix(item) for item in items
+            ]
         else:
             out[section] = items
     return out
@@ -195,15 +202,23 @@ def check_datalist(
             raise ValueError(f"datalist item {i} has no {image_key!r} entry: {item}")
         shape, channels = image_header(item[image_key])
         if image_channels is not None and channels != image_channels:
-            raise ValueError(f"image {item[image_key]} has {channels} channel(s), the bundle expects {image_channels} (image_channels).")
+            raise ValueError(
+                f"image {item[image_key]} has {channels} channel(s), the bundle expects {image_channels} (image_channels)."
+            )
         if require_label and label_key is not None and label_key not in item:
-            raise ValueError(f"datalist item {i} ({item[image_key]}) has no {label_key!r} entry; training needs labels.")
+            raise ValueError(
+                f"datalist item {i} ({item[image_key]}) has no {label_key!r} entry; training needs labels."
+            )
         if label_key is not None and label_key in item:
             lshape, lchannels = image_header(item[label_key])
             if lshape != shape:
-                raise ValueError(f"label {item[label_key]} has spatial shape {lshape} but image {item[image_key]} has {shape}.")
+                raise ValueError(
+                    f"label {item[label_key]} has spatial shape {lshape} but image {item[image_key]} has {shape}."
+                )
             if lchannels != 1:
-                raise ValueError(f"label {item[label_key]} has {lchannels} channels; labels must be one channel of class indices.")
+                raise ValueError(
+                    f"label {item[label_key]} has {lchannels} channels; labels must be one channel of class indices."
+                )
 
 
 def _case_id(name: str) -> str:
@@ -271,7 +286,10 @@ def make_datalist(
     n_val = max(1, round(val_fraction * len(pairs))) if len(pairs) > 1 and val_fraction > 0 else 0
     val = set(order[:n_val].tolist())
     entry = lambda pair: {"image": str(pair[0].relative_to(root)), "label": str(pair[1].relative_to(root))}  # noqa: E731
-    datalist = {"training": [entry(p) for i, p in enumerate(pairs) if i not in val], "validation": [entry(p) for i, p in enumerate(pairs) if i in val]}
+    datalist = {
+        "training": [entry(p) for i, p in enumerate(pairs) if i not in val],
+        "validation": [entry(p) for i, p in enumerate(pairs) if i in val],
+    }
     if output is not None:
         _write_json(Path(output), datalist)
     return datalist

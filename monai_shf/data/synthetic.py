@@ -28,7 +28,11 @@ def synthetic_tissue_2d(size: int = 1024, seed: int = 0, num_classes: int = 2) -
     rng = np.random.default_rng(seed)
     shape = (size, size)
     # irregular regions: a multi-scale smooth field cut at quantiles, with a rough boundary
-    field = _smooth_noise(rng, shape, size / 6) + 0.35 * _smooth_noise(rng, shape, size / 40) + 0.1 * _smooth_noise(rng, shape, size / 200)
+    field = (
+        _smooth_noise(rng, shape, size / 6)
+        + 0.35 * _smooth_noise(rng, shape, size / 40)
+        + 0.1 * _smooth_noise(rng, shape, size / 200)
+    )
     cuts = np.quantile(field, np.linspace(0, 1, num_classes + 1)[1:-1] + 0.15)
     label = np.digitize(field, cuts).astype(np.uint8)
     # stain-like colours per class plus cell-scale texture
@@ -51,15 +55,29 @@ def synthetic_organs_3d(shape: tuple[int, int, int] = (96, 96, 64), seed: int = 
     """
     rng = np.random.default_rng(seed)
     grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s, dtype=np.float32) for s in shape], indexing="ij"))
-    warp = 0.08 * np.stack([cv.resize(rng.standard_normal((6, 6)).astype(np.float32), (shape[1], shape[0]))[..., None] for _ in range(3)])
+    warp = 0.08 * np.stack(
+        [cv.resize(rng.standard_normal((6, 6)).astype(np.float32), (shape[1], shape[0]))[..., None] for _ in range(3)]
+    )
 
     def ellipsoid(centre, radii):
         d = sum(((grid[a] + warp[a] - centre[a]) / radii[a]) ** 2 for a in range(3))
         return d < 1.0
 
     body = ellipsoid((0, 0, 0), (0.9, 0.75, 1.2))
-    organ_a = ellipsoid((rng.uniform(-0.3, -0.1), rng.uniform(-0.3, 0.0), rng.uniform(-0.2, 0.2)), (rng.uniform(0.3, 0.4), rng.uniform(0.25, 0.35), 0.5)) & body
-    organ_b = ellipsoid((rng.uniform(0.2, 0.4), rng.uniform(0.1, 0.3), rng.uniform(-0.2, 0.2)), (0.24, 0.2, rng.uniform(0.3, 0.4))) & body & ~organ_a
+    organ_a = (
+        ellipsoid(
+            (rng.uniform(-0.3, -0.1), rng.uniform(-0.3, 0.0), rng.uniform(-0.2, 0.2)),
+            (rng.uniform(0.3, 0.4), rng.uniform(0.25, 0.35), 0.5),
+        )
+        & body
+    )
+    organ_b = (
+        ellipsoid(
+            (rng.uniform(0.2, 0.4), rng.uniform(0.1, 0.3), rng.uniform(-0.2, 0.2)), (0.24, 0.2, rng.uniform(0.3, 0.4))
+        )
+        & body
+        & ~organ_a
+    )
     image = np.full(shape, -1000.0, np.float32)
     image[body] = 40.0
     image[organ_a] = 90.0

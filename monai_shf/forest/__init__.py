@@ -1,7 +1,20 @@
 """Pure geometry of SHF patching (numpy/torch/OpenCV/ITK, never MONAI)."""
 
-from .edges import edge_map
-from .resample import deserialize, serialize
+from .edges import CHANNEL_REDUCTIONS, EDGE_METHODS, check_edge_args, edge_map, to_uint8
+from .resample import DESERIALIZE_MODES, SERIALIZE_MODES, deserialize, serialize
 from .tree import FILL_MODES, Forest, build_forest
 
-__all__ = ["Forest", "build_forest", "serialize", "deserialize", "edge_map", "FILL_MODES"]
+__all__ = [
+    "Forest",
+    "build_forest",
+    "serialize",
+    "deserialize",
+    "edge_map",
+    "to_uint8",
+    "check_edge_args",
+    "FILL_MODES",
+    "SERIALIZE_MODES",
+    "DESERIALIZE_MODES",
+    "EDGE_METHODS",
+    "CHANNEL_REDUCTIONS",
+]

@@ -18,15 +18,16 @@ The Gaussian of ``kernel_size`` ``k`` has OpenCV's sigma ``0.3 * ((k - 1) / 2 - 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import cv2 as cv
 import numpy as np
 import torch
 
-from ._checks import check_array, check_choice, check_int, to_numpy
+from monai_shf.validation import check_array, check_choice, check_int, to_numpy
 
-__all__ = ["edge_map", "to_uint8", "EDGE_METHODS", "CHANNEL_REDUCTIONS"]
+__all__ = ["edge_map", "to_uint8", "check_edge_args", "EDGE_METHODS", "CHANNEL_REDUCTIONS"]
 
 EDGE_METHODS = ("itk", "slicewise")
 CHANNEL_REDUCTIONS = ("max", "mean")
@@ -45,7 +46,9 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
-def _check_edge_args(kernel_size: Any, thresholds: Any) -> tuple[int, float, float]:
+def check_edge_args(kernel_size: Any, thresholds: Any) -> tuple[int, float, float]:
+    """``(k, low, high)`` from a Gaussian ``kernel_size`` (odd, >= 1) and Canny ``thresholds``
+    ``(low, high)`` with ``0 <= low <= high``, or a ``ValueError``/``TypeError`` naming the argument."""
     k = check_int(kernel_size, "kernel_size", 1)
     if k % 2 == 0:
         raise ValueError(f"kernel_size must be odd (a Gaussian kernel side), got {k}.")
@@ -120,7 +123,7 @@ def edge_map(
         device for tensor input.
     """
     check_array(image, "image", ndims=(3, 4))
-    k, low, high = _check_edge_args(kernel_size, thresholds)
+    k, low, high = check_edge_args(kernel_size, thresholds)
     reduction = check_choice(channel_reduction, "channel_reduction", CHANNEL_REDUCTIONS)
     method = check_choice(method, "method", EDGE_METHODS)
     x = to_numpy(image)

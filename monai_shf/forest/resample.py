@@ -39,7 +39,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_array, check_choice, check_finite, check_int
+from monai_shf.validation import check_array, check_choice, check_finite, check_int
+
 from .tree import Forest
 
 __all__ = ["serialize", "deserialize", "SERIALIZE_MODES", "DESERIALIZE_MODES"]
@@ -107,7 +108,7 @@ class _Blocks:
         else:  # index arrays (n, b_a), broadcast against each other
             idx = []
             for a, b in enumerate(block):
-                rows = torch.as_tensor(starts[:, a:a + 1] + np.arange(b), device=x.device)
+                rows = torch.as_tensor(starts[:, a : a + 1] + np.arange(b), device=x.device)
                 idx.append(rows.view((-1,) + tuple(b if k == a else 1 for k in range(self.ndim))))
             self.key = (slice(None),) + tuple(idx)
 
@@ -125,7 +126,7 @@ class _Blocks:
 
 def _chunks(ids: np.ndarray, per_leaf: int) -> list[np.ndarray]:
     step = max(1, _CHUNK_ELEMENTS // max(per_leaf, 1))
-    return [ids[i:i + step] for i in range(0, len(ids), step)]
+    return [ids[i : i + step] for i in range(0, len(ids), step)]
 
 
 def _resample_matrix(src: int, dst: int, mode: str, device: torch.device) -> torch.Tensor:
@@ -163,8 +164,8 @@ def _separable(x: torch.Tensor, mats: list[torch.Tensor], out: torch.Tensor | No
     lead = tuple(x.shape[:-ndim])
     x = x @ mats[-1].to(x.dtype).T
     for a in range(ndim - 2, -1, -1):
-        tail = tuple(x.shape[len(lead) + a + 1:])
-        head = tuple(x.shape[len(lead): len(lead) + a])
+        tail = tuple(x.shape[len(lead) + a + 1 :])
+        head = tuple(x.shape[len(lead) : len(lead) + a])
         m = mats[a].to(x.dtype)
         y = x.reshape(lead + head + (x.shape[len(lead) + a], math.prod(tail)))
         if a == 0 and out is not None:
@@ -251,7 +252,12 @@ def _pyramid_level(size: tuple[int, ...], patch: int) -> int | None:
 
 
 def _serialize_area(
-    x: torch.Tensor, forest: Forest, patch: int, out: torch.Tensor, groups: list | None = None, check_name: str | None = "image"
+    x: torch.Tensor,
+    forest: Forest,
+    patch: int,
+    out: torch.Tensor,
+    groups: list | None = None,
+    check_name: str | None = "image",
 ) -> None:
     """Area tokens into ``out``; also checks ``x`` for NaN/inf (cheaply, through the pyramid) unless
     ``check_name`` is None. ``groups``: precomputed :func:`_group_leaves` of the forest."""
@@ -261,7 +267,9 @@ def _serialize_area(
         level = _pyramid_level(size, patch)
         if level is not None and (starts % np.asarray(size) == 0).all():
             src = pyramid.level(level)
-            out[:, torch.as_tensor(ids, device=x.device)] = _Blocks(src, starts >> level, (patch,) * len(size)).get().to(out.dtype)
+            out[:, torch.as_tensor(ids, device=x.device)] = (
+                _Blocks(src, starts >> level, (patch,) * len(size)).get().to(out.dtype)
+            )
             continue
         upsample = all(s <= patch and patch % s == 0 for s in size) and len(set(size)) == 1
         if upsample and (starts % np.asarray(size) == 0).all():  # nearest upsampling: integer repeats
@@ -287,7 +295,7 @@ def _serialize_nearest(x: torch.Tensor, forest: Forest, patch: int, out: torch.T
     n, ndim = forest.num_leaves, forest.spatial_dims
     key: list[Any] = [slice(None)]
     for a in range(ndim):
-        rows = forest.starts[:, a:a + 1] + _nearest_index(patch, forest.sizes[:, a:a + 1])
+        rows = forest.starts[:, a : a + 1] + _nearest_index(patch, forest.sizes[:, a : a + 1])
         shape = (n,) + tuple(patch if k == a else 1 for k in range(ndim))
         key.append(torch.as_tensor(rows, device=x.device).view(shape))
     out[:, :n] = x[tuple(key)]
@@ -354,7 +362,7 @@ def serialize(
     out = _alloc((k,) + token_shape, torch.float32, x.device, zero=True)
     groups = _group_leaves(forest)
     for cls in range(max(k - 1, 1)):  # (class planes are finite by construction: no NaN check)
-        _serialize_area((x == cls).to(torch.float32), forest, patch, out[cls:cls + 1], groups=groups, check_name=None)
+        _serialize_area((x == cls).to(torch.float32), forest, patch, out[cls : cls + 1], groups=groups, check_name=None)
     if k > 1:
         out[k - 1, : forest.num_leaves] = 1.0 - out[: k - 1, : forest.num_leaves].sum(0)
     return _restore(out, image)
@@ -367,7 +375,9 @@ def _check_tokens(tokens: Any, forest: Forest) -> int:
     check_array(tokens, "tokens", ndims=(ndim + 2,), finite=False)
     shape = tuple(int(s) for s in tokens.shape)
     if shape[1] != forest.length:
-        raise ValueError(f"tokens hold L={shape[1]} tokens but the forest has length {forest.length} (tokens shape {shape}).")
+        raise ValueError(
+            f"tokens hold L={shape[1]} tokens but the forest has length {forest.length} (tokens shape {shape})."
+        )
     patch = shape[2]
     if any(s != patch for s in shape[2:]):
         raise ValueError(f"tokens must be (C, L{', p' * ndim}) with equal sides p for D={ndim}, got shape {shape}.")

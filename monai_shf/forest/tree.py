@@ -32,12 +32,13 @@ overshoot, so at most ``2**D - 2`` tokens are padding when the image has room fo
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from ._checks import check_array, check_choice, check_int, to_numpy
+from monai_shf.validation import check_array, check_choice, check_int, to_numpy
 
 __all__ = ["Forest", "build_forest", "FILL_MODES"]
 
@@ -73,7 +74,9 @@ class Forest:
         if (sizes < 1).any() or (starts < 0).any() or (starts + sizes > np.asarray(shape)).any():
             raise ValueError("forest leaves must be non-empty boxes inside spatial_shape.")
         if starts.shape[0] and int(np.prod(sizes, axis=1).sum()) != math.prod(shape):
-            raise ValueError(f"forest leaves must tile spatial_shape {shape}: their volumes do not add up to the image's.")
+            raise ValueError(
+                f"forest leaves must tile spatial_shape {shape}: their volumes do not add up to the image's."
+            )
         starts.setflags(write=False)
         sizes.setflags(write=False)
         object.__setattr__(self, "starts", starts)
@@ -143,7 +146,7 @@ class Forest:
         }
 
     @classmethod
-    def from_dict(cls, info: Any) -> "Forest":
+    def from_dict(cls, info: Any) -> Forest:
         """Inverse of :meth:`to_dict` (also accepts tensors, e.g. after collation of one sample)."""
         if not isinstance(info, dict):
             raise TypeError(f"forest info must be a dict made by Forest.to_dict, got {type(info).__name__}.")
@@ -291,7 +294,11 @@ def _pair_sums(c: np.ndarray, max_value: float) -> tuple[np.ndarray, float]:
         even = [slice(None)] * c.ndim
         odd = [slice(None)] * c.ndim
         even[axis], odd[axis] = slice(0, None, 2), slice(1, None, 2)
-        c = np.add(c[tuple(even)], c[tuple(odd)]) if dtype == c.dtype else np.add(c[tuple(even)], c[tuple(odd)], dtype=dtype)
+        c = (
+            np.add(c[tuple(even)], c[tuple(odd)])
+            if dtype == c.dtype
+            else np.add(c[tuple(even)], c[tuple(odd)], dtype=dtype)
+        )
     return c, max_value
 
 
@@ -376,14 +383,14 @@ class _Nodes:
     def size(self) -> int:
         return int(self.depth.size)
 
-    def take(self, rows: np.ndarray) -> "_Nodes":
+    def take(self, rows: np.ndarray) -> _Nodes:
         return _Nodes(self.depth[rows], self.index[rows])
 
-    def concat(self, other: "_Nodes") -> "_Nodes":
+    def concat(self, other: _Nodes) -> _Nodes:
         return _Nodes(np.concatenate([self.depth, other.depth]), np.concatenate([self.index, other.index]))
 
     @staticmethod
-    def empty(ndim: int) -> "_Nodes":
+    def empty(ndim: int) -> _Nodes:
         return _Nodes(np.zeros(0, np.int64), np.zeros((0, ndim), np.int64))
 
 
@@ -505,7 +512,9 @@ def _edge_splits(grid: _Grid, pyramid: list[np.ndarray], max_splits: int) -> _No
     if nodes.size <= max_splits:
         return nodes
     scores = np.concatenate(score_parts)
-    volumes = np.concatenate([grid.volume(int(d), i) for d, i in zip(np.concatenate([p[:1] for p in depth_parts]), index_parts)])
+    volumes = np.concatenate(
+        [grid.volume(int(d), i) for d, i in zip(np.concatenate([p[:1] for p in depth_parts]), index_parts)]
+    )
     order = np.lexsort((grid.codes(nodes), -volumes, -scores))[:max_splits]
     return nodes.take(order)
 

@@ -48,10 +48,14 @@ class TokenDiceCELoss(nn.Module):
         self.smooth_nr, self.smooth_dr = float(smooth_nr), float(smooth_dr)
         self.ignore_index, self.batch = ignore_index, batch
 
-    def _targets(self, y_pred: torch.Tensor, y: torch.Tensor, token_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _targets(
+        self, y_pred: torch.Tensor, y: torch.Tensor, token_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Targets as float ``(B, K, L, ...)`` and a pixel weight ``(B, 1, L, ...)`` (0 on padding)."""
         if y.ndim != y_pred.ndim or y.shape[0] != y_pred.shape[0] or y.shape[2:] != y_pred.shape[2:]:
-            raise ValueError(f"y must be (B, 1 or K, L, p, ...) like y_pred {tuple(y_pred.shape)}, got {tuple(y.shape)}.")
+            raise ValueError(
+                f"y must be (B, 1 or K, L, p, ...) like y_pred {tuple(y_pred.shape)}, got {tuple(y.shape)}."
+            )
         k = y_pred.shape[1]
         if k == 1 and not self.sigmoid:
             raise ValueError("softmax needs K >= 2 logit channels; use sigmoid=True for a single channel.")
@@ -70,7 +74,9 @@ class TokenDiceCELoss(nn.Module):
             raise ValueError(f"y must have 1 (class indices) or {k} channels, got {y.shape[1]}.")
         if token_mask is not None:
             if tuple(token_mask.shape) != (y.shape[0], y.shape[2]):
-                raise ValueError(f"token_mask must be (B, L) = ({y.shape[0]}, {y.shape[2]}), got {tuple(token_mask.shape)}.")
+                raise ValueError(
+                    f"token_mask must be (B, L) = ({y.shape[0]}, {y.shape[2]}), got {tuple(token_mask.shape)}."
+                )
             tokens = token_mask.to(torch.bool).reshape(y.shape[0], 1, y.shape[2], *(1,) * (y.ndim - 3))
             valid = valid & tokens
         return target, valid.to(y_pred.dtype)

@@ -71,4 +71,3 @@ class TokenHead(nn.Module):
         b, length = x.shape[:2]
         shape = (b, length, self.out_channels) + (self.patch_size,) * self.spatial_dims
         return self.proj(x).reshape(shape).movedim(2, 1)
-

@@ -12,7 +12,7 @@ import torch
 from monai.networks.blocks import TransformerBlock
 from torch import nn
 
-from monai_shf.forest._checks import check_int
+from monai_shf.validation import check_int
 
 from .layers import GeomEmbedding, IndexEmbedding, TokenEmbedding, TokenHead
 
@@ -66,9 +66,16 @@ class SHFViT(nn.Module):
         use_flash_attention: bool = False,
     ) -> None:
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("patch_size", patch_size),
-                            ("length", length), ("hidden_size", hidden_size), ("mlp_dim", mlp_dim),
-                            ("num_layers", num_layers), ("num_heads", num_heads)):
+        for name, value in (
+            ("in_channels", in_channels),
+            ("out_channels", out_channels),
+            ("patch_size", patch_size),
+            ("length", length),
+            ("hidden_size", hidden_size),
+            ("mlp_dim", mlp_dim),
+            ("num_layers", num_layers),
+            ("num_heads", num_heads),
+        ):
             check_int(value, name, 1)
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}.")
@@ -83,7 +90,13 @@ class SHFViT(nn.Module):
         self.index_embed = IndexEmbedding(length, hidden_size) if use_index_embedding else None
         self.blocks = nn.ModuleList(
             TransformerBlock(
-                hidden_size, mlp_dim, num_heads, dropout_rate, qkv_bias=qkv_bias, save_attn=save_attn, use_flash_attention=use_flash_attention
+                hidden_size,
+                mlp_dim,
+                num_heads,
+                dropout_rate,
+                qkv_bias=qkv_bias,
+                save_attn=save_attn,
+                use_flash_attention=use_flash_attention,
             )
             for _ in range(num_layers)
         )
@@ -99,7 +112,9 @@ class SHFViT(nn.Module):
             raise ValueError(f"x must be (B, {', '.join(map(str, expected))}) tokens, got {tuple(x.shape)}.")
         b = x.shape[0]
         if geom is not None and tuple(geom.shape) != (b, self.length, self.geom_features):
-            raise ValueError(f"geom must be (B, L, F) = ({b}, {self.length}, {self.geom_features}), got {tuple(geom.shape)}.")
+            raise ValueError(
+                f"geom must be (B, L, F) = ({b}, {self.length}, {self.geom_features}), got {tuple(geom.shape)}."
+            )
         if token_mask is not None and tuple(token_mask.shape) != (b, self.length):
             raise ValueError(f"token_mask must be (B, L) = ({b}, {self.length}), got {tuple(token_mask.shape)}.")
 
@@ -128,5 +143,7 @@ class SHFViT(nn.Module):
         """``(B, L, hidden)`` -> ``(B, K, L, p, ...)`` logits."""
         return self.head(features)
 
-    def forward(self, x: torch.Tensor, geom: torch.Tensor | None = None, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, geom: torch.Tensor | None = None, token_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return self.forward_head(self.forward_features(x, geom, token_mask))

@@ -2,18 +2,18 @@
 
 from .array import Depatch, EdgeMap, HierarchicalPatch, MaskPaddingTokens, default_inverse_mode
 from .dictionary import (
-    Depatchd,
     DepatchD,
+    Depatchd,
     DepatchDict,
-    EdgeMapd,
     EdgeMapD,
+    EdgeMapd,
     EdgeMapDict,
-    HierarchicalPatchd,
     HierarchicalPatchD,
+    HierarchicalPatchd,
     HierarchicalPatchDict,
     MaskPaddingTokensd,
-    RandHierarchicalPatchd,
     RandHierarchicalPatchD,
+    RandHierarchicalPatchd,
     RandHierarchicalPatchDict,
 )
 from .functional import depatch, edge_forest, forest_from_trace, hierarchical_patch

@@ -5,18 +5,25 @@ Shapes: images ``(C, H, W)`` / ``(C, H, W, D)``; tokens ``(C, L, p, p)`` / ``(C,
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from monai.data import MetaTensor
 from monai.transforms import InvertibleTransform, Transform
 from monai.utils import TraceKeys, TransformBackends, convert_to_tensor
 
-from monai_shf.forest import Forest, edge_map
-from monai_shf.forest._checks import check_choice, check_int
-from monai_shf.forest.edges import CHANNEL_REDUCTIONS, EDGE_METHODS, _check_edge_args
-from monai_shf.forest.resample import DESERIALIZE_MODES, SERIALIZE_MODES
-from monai_shf.forest.tree import FILL_MODES
+from monai_shf.forest import (
+    CHANNEL_REDUCTIONS,
+    DESERIALIZE_MODES,
+    EDGE_METHODS,
+    FILL_MODES,
+    SERIALIZE_MODES,
+    Forest,
+    check_edge_args,
+    edge_map,
+)
+from monai_shf.validation import check_choice, check_int
 
 from .functional import depatch, edge_forest, forest_from_trace, hierarchical_patch
 
@@ -50,7 +57,7 @@ class EdgeMap(Transform):
         channel_reduction: str = "max",
         method: str = "itk",
     ) -> None:
-        _check_edge_args(kernel_size, thresholds)
+        check_edge_args(kernel_size, thresholds)
         self.kernel_size, self.thresholds = int(kernel_size), tuple(float(t) for t in thresholds)
         self.channel_reduction = check_choice(channel_reduction, "channel_reduction", CHANNEL_REDUCTIONS)
         self.method = check_choice(method, "method", EDGE_METHODS)
@@ -109,7 +116,9 @@ class HierarchicalPatch(InvertibleTransform):
         self.edges = EdgeMap(kernel_size, thresholds, channel_reduction, edge_method)
         self.fill = check_choice(fill, "fill", FILL_MODES)
 
-    def build(self, img: Any, score: Any = None, kernel_size: int | None = None, thresholds: Sequence[float] | None = None) -> Forest:
+    def build(
+        self, img: Any, score: Any = None, kernel_size: int | None = None, thresholds: Sequence[float] | None = None
+    ) -> Forest:
         """The forest of ``img`` ``(C, *spatial)`` (from ``score`` when given, else its edge map);
         ``kernel_size``/``thresholds`` override the constructor's edge parameters for this call."""
         return edge_forest(
@@ -194,7 +203,9 @@ class MaskPaddingTokens(Transform):
     def __call__(self, tokens: Any, token_mask: Any) -> Any:
         mask = convert_to_tensor(token_mask, track_meta=False).to(torch.bool)
         if mask.ndim != 1 or mask.shape[0] != tokens.shape[1]:
-            raise ValueError(f"token_mask must be (L,) = ({tokens.shape[1]},) for tokens {tuple(tokens.shape)}, got {tuple(mask.shape)}.")
+            raise ValueError(
+                f"token_mask must be (L,) = ({tokens.shape[1]},) for tokens {tuple(tokens.shape)}, got {tuple(mask.shape)}."
+            )
         t = convert_to_tensor(tokens)
         shape = (1, -1) + (1,) * (t.ndim - 2)
         return t * mask.to(t.device).view(shape).to(t.dtype)

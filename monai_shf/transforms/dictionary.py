@@ -9,16 +9,16 @@ depatches a predicted ``(K, L, p, ...)`` to ``(K, *spatial)`` and undoes earlier
 
 from __future__ import annotations
 
-from typing import Any, Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
 
 import torch
 from monai.config import KeysCollection
 from monai.transforms import InvertibleTransform, MapTransform, RandomizableTransform
 from monai.utils import ensure_tuple, ensure_tuple_rep
 
-from monai_shf.forest import Forest
-from monai_shf.forest._checks import check_choice, check_int
-from monai_shf.forest.resample import DESERIALIZE_MODES, SERIALIZE_MODES
+from monai_shf.forest import DESERIALIZE_MODES, SERIALIZE_MODES, Forest
+from monai_shf.validation import check_choice, check_int
 
 from .array import Depatch, EdgeMap, HierarchicalPatch, MaskPaddingTokens
 from .functional import forest_from_trace, patch_record_index
@@ -155,10 +155,14 @@ class HierarchicalPatchd(MapTransform, InvertibleTransform):
     def patch_size(self) -> int:
         return self.patcher.patch_size
 
-    def forest(self, data: Mapping[Hashable, Any], kernel_size: int | None = None, thresholds: Sequence[float] | None = None) -> Forest:
+    def forest(
+        self, data: Mapping[Hashable, Any], kernel_size: int | None = None, thresholds: Sequence[float] | None = None
+    ) -> Forest:
         """The forest of a sample, from ``data[score_key]`` or the edge map of ``data[ref_key]``."""
         if self.ref_key not in data:
-            raise ValueError(f"ref_key {self.ref_key!r} is not in the data (keys: {list(data)}); it is needed to build the forest.")
+            raise ValueError(
+                f"ref_key {self.ref_key!r} is not in the data (keys: {list(data)}); it is needed to build the forest."
+            )
         score = None
         if self.score_key is not None:
             if self.score_key not in data:
@@ -179,7 +183,14 @@ class HierarchicalPatchd(MapTransform, InvertibleTransform):
                     f"data[{key!r}] has shape {shape} but the forest (from {self.ref_key!r}) covers spatial shape "
                     f"{forest.spatial_shape}; every key must be (C, *spatial) with the same spatial shape."
                 )
-            d[key] = self.patcher(img, forest=forest, mode=mode, inverse_mode=inverse_mode, num_classes=num_classes, padding_value=padding_value)
+            d[key] = self.patcher(
+                img,
+                forest=forest,
+                mode=mode,
+                inverse_mode=inverse_mode,
+                num_classes=num_classes,
+                padding_value=padding_value,
+            )
         if self.geom_key is not None:
             d[self.geom_key] = torch.from_numpy(forest.geom())
         if self.token_mask_key is not None:
@@ -324,7 +335,9 @@ class Depatchd(MapTransform):
                 d[key] = self.depatcher(tokens, mode=mode)
                 continue
             if self.ref_key is None or self.ref_key not in d:
-                raise ValueError(f"data[{key!r}] carries no patch record and ref_key {self.ref_key!r} is not in the data.")
+                raise ValueError(
+                    f"data[{key!r}] carries no patch record and ref_key {self.ref_key!r} is not in the data."
+                )
             forest, info = forest_from_trace(d[self.ref_key], pop=False)
             d[key] = self.depatcher(tokens, forest=forest, mode=mode or info.get("mode"))
         return d
@@ -337,7 +350,9 @@ class MaskPaddingTokensd(MapTransform):
 
     backend = MaskPaddingTokens.backend
 
-    def __init__(self, keys: KeysCollection, token_mask_key: str = "token_mask", allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self, keys: KeysCollection, token_mask_key: str = "token_mask", allow_missing_keys: bool = False
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.token_mask_key = token_mask_key
         self.masker = MaskPaddingTokens()

@@ -7,7 +7,8 @@ the forest again in a MetaTensor's trace. The array and dictionary transforms ar
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from monai.data import MetaTensor, get_track_meta
@@ -16,7 +17,16 @@ from monai.utils import TraceKeys, convert_to_tensor
 
 from monai_shf.forest import Forest, build_forest, deserialize, edge_map, serialize
 
-__all__ = ["PATCH_CLASS_NAMES", "edge_forest", "hierarchical_patch", "depatch", "forest_from_trace", "patch_record_index", "patch_extra_info", "padding_dtype"]
+__all__ = [
+    "PATCH_CLASS_NAMES",
+    "edge_forest",
+    "hierarchical_patch",
+    "depatch",
+    "forest_from_trace",
+    "patch_record_index",
+    "patch_extra_info",
+    "padding_dtype",
+]
 
 # names under which the patch transform appears in applied_operations
 PATCH_CLASS_NAMES = ("HierarchicalPatch",)
@@ -44,7 +54,9 @@ def edge_forest(
             raise ValueError(f"a score map must have one channel, got shape {tuple(score.shape)}.")
         score = score[0]
     if tuple(score.shape) != tuple(image.shape[1:]):
-        raise ValueError(f"score map shape {tuple(score.shape)} does not match the image's spatial shape {tuple(image.shape[1:])}.")
+        raise ValueError(
+            f"score map shape {tuple(score.shape)} does not match the image's spatial shape {tuple(image.shape[1:])}."
+        )
     return build_forest(score, length, min_size=min_size, fill=fill)
 
 
@@ -77,7 +89,7 @@ def hierarchical_patch(
         # the dtype depends on the arguments only (never on whether this sample has padding), so
         # every sample of a dataset collates
         tokens = tokens.to(padding_dtype(tokens.dtype, padding_value))
-        tokens[:, forest.num_leaves:] = padding_value
+        tokens[:, forest.num_leaves :] = padding_value
     extra_info = patch_extra_info(forest, patch_size, mode, inverse_mode)
     meta_info = TraceableTransform.track_transform_meta(
         img,
@@ -141,12 +153,15 @@ def forest_from_trace(img: Any, pop: bool = False) -> tuple[Forest, dict[str, An
         )
     i = patch_record_index(img)
     if i is None:
-        raise ValueError("no HierarchicalPatch record in applied_operations: these tokens were not made by HierarchicalPatch.")
+        raise ValueError(
+            "no HierarchicalPatch record in applied_operations: these tokens were not made by HierarchicalPatch."
+        )
     ops = img.applied_operations
     info = ops[i][TraceKeys.EXTRA_INFO]
     if pop:
         if i != len(ops) - 1:
-            raise ValueError("the patching is not the most recent transform of this MetaTensor; invert the later ones first.")
+            raise ValueError(
+                "the patching is not the most recent transform of this MetaTensor; invert the later ones first."
+            )
         ops.pop()
     return Forest.from_dict(info["forest"]), info
-

@@ -16,7 +16,12 @@ from monai.bundle import ConfigWorkflow, ckpt_export, verify_net_in_out
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLES = {"2d": ROOT / "bundles" / "shf_2d_segmentation", "3d": ROOT / "bundles" / "shf_3d_segmentation"}
-TINY_NET = {"network_def#hidden_size": 32, "network_def#mlp_dim": 64, "network_def#num_layers": 1, "network_def#num_heads": 4}
+TINY_NET = {
+    "network_def#hidden_size": 32,
+    "network_def#mlp_dim": 64,
+    "network_def#num_layers": 1,
+    "network_def#num_heads": 4,
+}
 TINY = {
     "2d": {"num_train": 2, "num_val": 1, "image_size": 128, "length": 64, **TINY_NET},
     "3d": {"num_train": 2, "num_val": 1, "volume_size": [32, 32, 24], "length": 64, **TINY_NET},
@@ -44,24 +49,58 @@ def _workflow(kind: str, names: list[str], workflow_type: str, root: Path, **ove
 
 
 REQUIRED_META = [
-    "version", "changelog", "monai_version", "pytorch_version", "numpy_version", "required_packages_version",
-    "name", "task", "description", "authors", "copyright", "data_source", "data_type", "image_classes",
-    "label_classes", "pred_classes", "eval_metrics", "intended_use", "references", "network_data_format",
+    "version",
+    "changelog",
+    "monai_version",
+    "pytorch_version",
+    "numpy_version",
+    "required_packages_version",
+    "name",
+    "task",
+    "description",
+    "authors",
+    "copyright",
+    "data_source",
+    "data_type",
+    "image_classes",
+    "label_classes",
+    "pred_classes",
+    "eval_metrics",
+    "intended_use",
+    "references",
+    "network_data_format",
 ]
 
 
 @pytest.mark.parametrize("kind", ["2d", "3d"])
 def test_bundle_layout_and_metadata(kind):
     root = BUNDLES[kind]
-    for name in ["configs/metadata.json", "configs/train.yaml", "configs/evaluate.yaml", "configs/inference.yaml",
-                 "configs/multi_gpu_train.yaml", "configs/logging.conf", "docs/README.md", "LICENSE"]:
+    for name in [
+        "configs/metadata.json",
+        "configs/train.yaml",
+        "configs/evaluate.yaml",
+        "configs/inference.yaml",
+        "configs/multi_gpu_train.yaml",
+        "configs/logging.conf",
+        "docs/README.md",
+        "LICENSE",
+    ]:
         assert (root / name).is_file(), f"{kind} bundle lacks {name}"
     meta = json.loads((root / "configs" / "metadata.json").read_text())
     assert [k for k in REQUIRED_META if k not in meta] == []
     assert meta["version"] in meta["changelog"]
     fmt = meta["network_data_format"]
     image, pred = fmt["inputs"]["image"], fmt["outputs"]["pred"]
-    for field in ("type", "format", "num_channels", "spatial_shape", "dtype", "value_range", "is_patch_data", "channel_def"):
+    for field in (
+        "type",
+        "format",
+        "num_channels",
+        "spatial_shape",
+        "dtype",
+        "value_range",
+        "is_patch_data",
+        "channel_def",
+    ):
         assert field in image and field in pred
     dims = 2 if kind == "2d" else 3
     assert len(image["spatial_shape"]) == 1 + dims and len(fmt["inputs"]["geom"]["spatial_shape"]) == 2
@@ -132,6 +171,7 @@ def test_3d_real_data_on_another_grid_is_scored_at_its_own_resolution(tmp_path):
     """Real volumes whose spacing and orientation differ from the bundle's target: validation Dice
     is computed on the original grid, against the label as loaded."""
     import nibabel as nib
+
     from monai_shf.data import synthetic_organs_3d
 
     data = tmp_path / "real"
@@ -160,9 +200,19 @@ def test_torchrun_two_cpu_processes(tmp_path):
     with socket.socket() as sock:  # a free loopback port for the rendezvous
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={port}",
-           "-m", "monai.bundle", "run",
-           "--config_file", str(_files("2d", "train.yaml", "multi_gpu_train.yaml"))]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={port}",
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        str(_files("2d", "train.yaml", "multi_gpu_train.yaml")),
+    ]
     for k, v in args.items():
         cmd += [f"--{k}", json.dumps(v) if not isinstance(v, str) else v]
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -172,7 +222,9 @@ def test_torchrun_two_cpu_processes(tmp_path):
     state = torch.load(tmp_path / "models" / "latest.pt", weights_only=False)
     # two samples split over two ranks: one iteration per epoch on each
     assert state["trainer"]["iteration"] == 1
-    assert not any(k.startswith("module.") for k in state["model"]), "checkpoints hold the bare network, not the DDP wrapper"
+    assert not any(k.startswith("module.") for k in state["model"]), (
+        "checkpoints hold the bare network, not the DDP wrapper"
+    )
 
 
 @pytest.mark.parametrize("kind", ["2d", "3d"])
@@ -189,8 +241,16 @@ def test_verify_net_in_out_and_traced_export(kind, tmp_path):
     torch.save({"model": net.state_dict()}, ckpt)
     shape = json.loads(Path(meta).read_text())["network_data_format"]["inputs"]["image"]
     input_shape = [1, shape["num_channels"], *shape["spatial_shape"]]
-    ckpt_export(net_id="network_def", filepath=str(tmp_path / "model.ts"), ckpt_file=str(ckpt), meta_file=meta,
-                config_file=config, key_in_ckpt="model", use_trace=True, input_shape=input_shape)
+    ckpt_export(
+        net_id="network_def",
+        filepath=str(tmp_path / "model.ts"),
+        ckpt_file=str(ckpt),
+        meta_file=meta,
+        config_file=config,
+        key_in_ckpt="model",
+        use_trace=True,
+        input_shape=input_shape,
+    )
     exported = torch.jit.load(str(tmp_path / "model.ts"))
     x = torch.rand(input_shape)
     assert torch.allclose(exported(x), net(x), atol=1e-5)
@@ -203,12 +263,15 @@ def _write_png(path: Path, array: np.ndarray) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("problem,match", [
-    ("missing", "not found"),
-    ("corrupt", "cannot read image"),
-    ("mismatch", "spatial shape"),
-    ("channels", "channel"),
-])
+@pytest.mark.parametrize(
+    "problem,match",
+    [
+        ("missing", "not found"),
+        ("corrupt", "cannot read image"),
+        ("mismatch", "spatial shape"),
+        ("channels", "channel"),
+    ],
+)
 def test_bad_data_fails_before_training(problem, match, tmp_path):
     data = tmp_path / "real"
     data.mkdir()
@@ -231,7 +294,9 @@ def test_bad_data_fails_before_training(problem, match, tmp_path):
     assert not (tmp_path / "models").exists() or not os.listdir(tmp_path / "models"), "training started anyway"
 
 
-@pytest.mark.parametrize("override,match", [({"length": 0}, "length"), ({"patch_size": 0}, "patch_size"), ({"length": 2.5}, "length")])
+@pytest.mark.parametrize(
+    "override,match", [({"length": 0}, "length"), ({"patch_size": 0}, "patch_size"), ({"length": 2.5}, "length")]
+)
 def test_impossible_config_overrides_fail_before_training(override, match, tmp_path):
     wf = _workflow("2d", ["train.yaml"], "train", tmp_path, **override)
     with pytest.raises(Exception) as info:

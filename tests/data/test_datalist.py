@@ -66,7 +66,9 @@ def test_make_datalist_msd_layouts(tmp_path):
     (kits / "labelsTr").mkdir()
     _nifti(kits / "imagesTr" / "case_00007_0000.nii.gz")
     _nifti(kits / "labelsTr" / "case_00007.nii.gz")
-    assert make_datalist(kits, "msd", val_fraction=0)["training"] == [{"image": "imagesTr/case_00007_0000.nii.gz", "label": "labelsTr/case_00007.nii.gz"}]
+    assert make_datalist(kits, "msd", val_fraction=0)["training"] == [
+        {"image": "imagesTr/case_00007_0000.nii.gz", "label": "labelsTr/case_00007.nii.gz"}
+    ]
 
 
 def test_make_datalist_paired_layout(tmp_path):
@@ -112,8 +114,12 @@ def test_bad_datalists(tmp_path):
 
 def test_msd_dataset_json_metadata_and_test_lists(tmp_path):
     image = _nifti(tmp_path / "imagesTr" / "a.nii.gz") if (tmp_path / "imagesTr").mkdir() is None else None
-    msd = {"name": "Task", "numTraining": 1, "training": [{"image": "./imagesTr/a.nii.gz", "label": "./imagesTr/a.nii.gz"}],
-           "test": ["./imagesTr/a.nii.gz"]}
+    msd = {
+        "name": "Task",
+        "numTraining": 1,
+        "training": [{"image": "./imagesTr/a.nii.gz", "label": "./imagesTr/a.nii.gz"}],
+        "test": ["./imagesTr/a.nii.gz"],
+    }
     (tmp_path / "dataset.json").write_text(json.dumps(msd))
     loaded = load_datalist(tmp_path / "dataset.json")
     assert loaded["name"] == "Task" and loaded["numTraining"] == 1

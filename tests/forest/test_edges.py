@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from monai_shf.forest import edge_map
-from monai_shf.forest.edges import to_uint8
+from monai_shf.forest import edge_map, to_uint8
 
 
 def _disc(shape=(64, 64), radius=20, value=200):

@@ -21,7 +21,9 @@ def _reference_area(image: np.ndarray, forest: Forest, p: int) -> np.ndarray:
             axis = 1 + a
             if s >= p:
                 owner = (np.arange(s) * p) // s
-                leaf = np.stack([np.take(leaf, np.flatnonzero(owner == i), axis=axis).mean(axis=axis) for i in range(p)], axis=axis)
+                leaf = np.stack(
+                    [np.take(leaf, np.flatnonzero(owner == i), axis=axis).mean(axis=axis) for i in range(p)], axis=axis
+                )
             else:
                 leaf = np.take(leaf, ((2 * np.arange(p) + 1) * s) // (2 * p), axis=axis)
         out[:, n] = leaf
@@ -32,7 +34,10 @@ def _mixed_forest(shape=(48, 80), length=60, seed=0) -> Forest:
     return build_forest(np.random.default_rng(seed).random(shape) < 0.05, length)
 
 
-@pytest.mark.parametrize("shape,length,p", [((64, 64), 40, 8), ((48, 80), 60, 4), ((37, 29), 30, 3), ((16, 12, 20), 50, 4), ((32, 32, 32), 64, 8)])
+@pytest.mark.parametrize(
+    "shape,length,p",
+    [((64, 64), 40, 8), ((48, 80), 60, 4), ((37, 29), 30, 3), ((16, 12, 20), 50, 4), ((32, 32, 32), 64, 8)],
+)
 def test_area_matches_reference_for_float_images(shape, length, p, rng):
     forest = build_forest(rng.random(shape) < 0.05, length)
     image = rng.random((2,) + shape).astype(np.float32)
@@ -71,7 +76,7 @@ def test_fraction_tokens_are_exact_class_fractions(rng):
     onehot = np.stack([(label[0] == k) for k in range(3)]).astype(np.float32)
     np.testing.assert_allclose(tokens, _reference_area(onehot, forest, 4), atol=1e-6)
     np.testing.assert_allclose(tokens[:, : forest.num_leaves].sum(0), 1.0, atol=1e-6)
-    assert (tokens[:, forest.num_leaves:] == 0).all()
+    assert (tokens[:, forest.num_leaves :] == 0).all()
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (37, 91), (16, 16, 16), (5, 7, 9)])
@@ -85,7 +90,9 @@ def test_constant_image_round_trip(shape, length):
         assert (tokens[:, : forest.num_leaves] == np.asarray(value, dtype=tokens.dtype)).all()
         assert (deserialize(tokens, forest, mode="nearest") == np.asarray(value, dtype=tokens.dtype)).all()
         # linear depatching is a convex combination: exact up to float rounding of its weights
-        np.testing.assert_allclose(deserialize(tokens, forest, mode="linear"), value, rtol=2e-7 if dtype != np.float64 else 1e-15)
+        np.testing.assert_allclose(
+            deserialize(tokens, forest, mode="linear"), value, rtol=2e-7 if dtype != np.float64 else 1e-15
+        )
     # ... and to float rounding for any other value
     image = np.full((1,) + shape, 0.1, dtype=np.float32)
     np.testing.assert_allclose(deserialize(serialize(image, forest, 4), forest), 0.1, rtol=1e-6)
@@ -111,8 +118,10 @@ def test_linear_deserialize_matches_bilinear_interpolation(rng):
     canvas = deserialize(tokens, forest, mode="linear")
     for n in range(16):
         (r, c), (h, w) = forest.starts[n], forest.sizes[n]
-        expected = F.interpolate(torch.from_numpy(tokens[:, n])[None], size=(h, w), mode="bilinear", align_corners=False)[0]
-        np.testing.assert_allclose(canvas[:, r:r + h, c:c + w], expected.numpy(), atol=1e-6)
+        expected = F.interpolate(
+            torch.from_numpy(tokens[:, n])[None], size=(h, w), mode="bilinear", align_corners=False
+        )[0]
+        np.testing.assert_allclose(canvas[:, r : r + h, c : c + w], expected.numpy(), atol=1e-6)
 
 
 def test_soft_round_trip_is_faithful(rng):
@@ -158,9 +167,13 @@ def test_negative_strides_and_half_precision(rng):
     flipped = np.flip(image, axis=2)
     np.testing.assert_array_equal(serialize(flipped, forest, 4), serialize(flipped.copy(), forest, 4))
     tokens = serialize(image, forest, 4)
-    np.testing.assert_array_equal(deserialize(np.flip(tokens, axis=0), forest), deserialize(tokens[::-1].copy(), forest))
+    np.testing.assert_array_equal(
+        deserialize(np.flip(tokens, axis=0), forest), deserialize(tokens[::-1].copy(), forest)
+    )
     half = torch.from_numpy(image).half()
-    np.testing.assert_allclose(serialize(half, forest, 4).numpy(), _reference_area(half.float().numpy(), forest, 4), atol=1e-5)
+    np.testing.assert_allclose(
+        serialize(half, forest, 4).numpy(), _reference_area(half.float().numpy(), forest, 4), atol=1e-5
+    )
     forest3 = build_forest(rng.random((8, 12, 16)) < 0.1, 30)
     vol = torch.rand(1, 8, 12, 16).half()
     assert serialize(vol, forest3, 4).dtype == torch.float32

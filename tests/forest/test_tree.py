@@ -119,7 +119,24 @@ def test_tiling_and_zorder_3d(shape, length, density, seed):
 def test_z_order_of_a_uniform_quadtree():
     forest = build_forest(np.zeros((4, 4)), length=16, min_size=1)
     # the 16 pixels in Morton order (row bit above column bit)
-    expected = [(0, 0), (0, 1), (1, 0), (1, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 0), (2, 1), (3, 0), (3, 1), (2, 2), (2, 3), (3, 2), (3, 3)]
+    expected = [
+        (0, 0),
+        (0, 1),
+        (1, 0),
+        (1, 1),
+        (0, 2),
+        (0, 3),
+        (1, 2),
+        (1, 3),
+        (2, 0),
+        (2, 1),
+        (3, 0),
+        (3, 1),
+        (2, 2),
+        (2, 3),
+        (3, 2),
+        (3, 3),
+    ]
     assert [tuple(s) for s in forest.starts.tolist()] == expected
 
 
@@ -149,7 +166,9 @@ def test_unsplittable_leaves_do_not_stop_the_others():
     score[:2, :2] = 1  # the densest leaf reaches min_size quickly...
     score[50, 50] = 1  # ...while a weaker edge elsewhere still deserves refinement
     forest = build_forest(score, length=1 + 3 * 12, min_size=2, fill="pad")
-    around = (forest.starts[:, 0] <= 50) & (50 < forest.ends[:, 0]) & (forest.starts[:, 1] <= 50) & (50 < forest.ends[:, 1])
+    around = (
+        (forest.starts[:, 0] <= 50) & (50 < forest.ends[:, 0]) & (forest.starts[:, 1] <= 50) & (50 < forest.ends[:, 1])
+    )
     assert forest.sizes[around].max() == 2, "the seed's global stop at the first min-size leaf is back"
     assert forest.num_leaves == 1 + 3 * 9  # root + 4 splits down each of the two edge paths, then padding
 
@@ -213,7 +232,7 @@ def test_geom_and_dict_round_trip():
     assert geom.shape == (50, 4) and geom.dtype == np.float32
     real = geom[: forest.num_leaves]
     assert (real >= 0).all() and (real <= 1).all()
-    assert (geom[forest.num_leaves:] == 0).all()
+    assert (geom[forest.num_leaves :] == 0).all()
     info = forest.to_dict()
     assert info["starts"].shape == (50, 2)
     assert Forest.from_dict(info) == forest
@@ -277,7 +296,9 @@ def test_constant_and_all_zero_images_are_valid():
         assert forest.num_leaves == 22
 
 
-@pytest.mark.parametrize("shape,min_size,length,leaves", [((3, 100), 2, 50, 50), ((5, 1, 9), 1, 44, 40), ((1, 7), 1, 7, 7)])
+@pytest.mark.parametrize(
+    "shape,min_size,length,leaves", [((3, 100), 2, 50, 50), ((5, 1, 9), 1, 44, 40), ((1, 7), 1, 7, 7)]
+)
 def test_images_too_thin_to_split_use_their_budget_as_roots(shape, min_size, length, leaves):
     forest = build_forest(np.ones(shape), length, min_size=min_size)
     _check_tiling(forest)

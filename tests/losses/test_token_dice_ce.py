@@ -18,7 +18,9 @@ def test_matches_monai_dice_ce_without_padding():
     pred = _logits()
     y = torch.randint(0, 3, (2, 1, 10, 4, 4)).float()
     ours = TokenDiceCELoss()(pred, y)
-    ref = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=0.5, lambda_ce=0.5, smooth_nr=1.0, smooth_dr=1.0)(pred, y)
+    ref = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=0.5, lambda_ce=0.5, smooth_nr=1.0, smooth_dr=1.0)(
+        pred, y
+    )
     assert torch.allclose(ours, ref, atol=1e-6)
 
 
@@ -118,7 +120,9 @@ def test_include_background_false_in_both_modes_matches_monai():
     # Dice term only: for K > 1 MONAI's DiceCELoss uses softmax cross-entropy even with sigmoid=True,
     # ours uses per-channel BCE (multi-label), so the CE terms differ by design
     ours = TokenDiceCELoss(sigmoid=True, include_background=False, lambda_ce=0.0)(pred, onehot)
-    ref = DiceCELoss(sigmoid=True, include_background=False, lambda_dice=0.5, lambda_ce=0.0, smooth_nr=1.0, smooth_dr=1.0)(pred, onehot)
+    ref = DiceCELoss(
+        sigmoid=True, include_background=False, lambda_dice=0.5, lambda_ce=0.0, smooth_nr=1.0, smooth_dr=1.0
+    )(pred, onehot)
     assert torch.allclose(ours, ref, atol=1e-6)
 
 

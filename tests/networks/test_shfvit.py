@@ -9,7 +9,9 @@ from monai_shf.networks import SHFViT, TokenEmbedding, TokenHead
 
 
 def _tiny(**kwargs):
-    args = dict(in_channels=3, out_channels=2, patch_size=4, length=16, hidden_size=32, mlp_dim=64, num_layers=2, num_heads=4)
+    args = dict(
+        in_channels=3, out_channels=2, patch_size=4, length=16, hidden_size=32, mlp_dim=64, num_layers=2, num_heads=4
+    )
     args.update(kwargs)
     return SHFViT(**args).eval()
 
@@ -39,7 +41,9 @@ def test_padding_tokens_cannot_change_real_outputs(flash):
     x2[1, :, 14:] = -50
     geom2[0, 11:] = 7.0
     out2 = net(x2, geom2, mask)
-    assert torch.allclose(out[0, :, :11], out2[0, :, :11], atol=1e-6) and torch.allclose(out[1, :, :14], out2[1, :, :14], atol=1e-6)
+    assert torch.allclose(out[0, :, :11], out2[0, :, :11], atol=1e-6) and torch.allclose(
+        out[1, :, :14], out2[1, :, :14], atol=1e-6
+    )
     x2[0, :, 12] = float("nan")  # not even NaN content of a padding token reaches real tokens
     assert torch.isfinite(net(x2, geom2, mask)[0, :, :11]).all()
     x2[0, :, 12] = 0

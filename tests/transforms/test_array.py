@@ -56,7 +56,7 @@ def test_label_modes_and_padding_value():
     forest = build_forest(np.zeros((96, 128)), 100, fill="pad")
     tokens = patch(label, forest=forest)
     assert tokens.dtype == torch.uint8
-    assert (tokens[:, forest.num_leaves:] == 255).all()
+    assert (tokens[:, forest.num_leaves :] == 255).all()
     assert tokens.applied_operations[-1][TraceKeys.EXTRA_INFO]["mode"] == "nearest"
     soft = patch(label, forest=forest, mode="fraction", num_classes=2)
     assert soft.shape == (2, 100, 8, 8) and soft.dtype == torch.float32
@@ -99,7 +99,9 @@ def test_3d_patch_and_inverse():
     assert tokens.shape == (1, 57, 4, 4, 4)
     back = patch.inverse(tokens)
     assert back.shape == (1, 24, 20, 16)
-    assert torch.allclose(back[0, 10, 8, 8], torch.tensor(100.0)) and torch.allclose(back[0, 1, 1, 1], torch.tensor(0.0))
+    assert torch.allclose(back[0, 10, 8, 8], torch.tensor(100.0)) and torch.allclose(
+        back[0, 1, 1, 1], torch.tensor(0.0)
+    )
 
 
 @pytest.mark.parametrize(

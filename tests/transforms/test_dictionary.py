@@ -18,8 +18,8 @@ from monai.transforms import (
     Orientationd,
     SaveImaged,
     ScaleIntensityd,
-    SpatialPadd,
     Spacingd,
+    SpatialPadd,
 )
 from monai.utils import set_determinism
 
@@ -72,10 +72,16 @@ def test_supervised_evaluator_postprocessing_with_workers(nuclei2d):
     img, mask = nuclei2d
     binary = (mask > 0).astype(np.float32)
     # two samples: the mask itself as the image, so an echo network is a perfect segmenter
-    data = [{"image": binary[None][:, :, :256].copy(), "label": binary[None][:, :, :256].copy()},
-            {"image": binary[None][:, :, 256:].copy(), "label": binary[None][:, :, 256:].copy()}]
-    pre = Compose([EnsureChannelFirstd(["image", "label"], channel_dim=0),
-                   HierarchicalPatchd(["image"], 512, 8, thresholds=(50, 100))])
+    data = [
+        {"image": binary[None][:, :, :256].copy(), "label": binary[None][:, :, :256].copy()},
+        {"image": binary[None][:, :, 256:].copy(), "label": binary[None][:, :, 256:].copy()},
+    ]
+    pre = Compose(
+        [
+            EnsureChannelFirstd(["image", "label"], channel_dim=0),
+            HierarchicalPatchd(["image"], 512, 8, thresholds=(50, 100)),
+        ]
+    )
     loader = DataLoader(Dataset(data, pre), batch_size=2, num_workers=2)
 
     class Echo(torch.nn.Module):
@@ -104,10 +110,16 @@ def test_supervised_evaluator_postprocessing_with_workers(nuclei2d):
 
 def test_cache_dataset_collation_and_decollate(nuclei2d):
     img, mask = nuclei2d
-    items = [{"image": img[None, :256, :256].astype(np.float32), "label": (mask[None, :256, :256] > 0).astype(np.uint8)},
-             {"image": img[None, 256:, 256:].astype(np.float32), "label": (mask[None, 256:, 256:] > 0).astype(np.uint8)}]
-    pre = Compose([EnsureChannelFirstd(["image", "label"], channel_dim=0),
-                   HierarchicalPatchd(["image", "label"], 256, 8, mode=("area", "nearest"), padding_value=(0, 255))])
+    items = [
+        {"image": img[None, :256, :256].astype(np.float32), "label": (mask[None, :256, :256] > 0).astype(np.uint8)},
+        {"image": img[None, 256:, 256:].astype(np.float32), "label": (mask[None, 256:, 256:] > 0).astype(np.uint8)},
+    ]
+    pre = Compose(
+        [
+            EnsureChannelFirstd(["image", "label"], channel_dim=0),
+            HierarchicalPatchd(["image", "label"], 256, 8, mode=("area", "nearest"), padding_value=(0, 255)),
+        ]
+    )
     ds = CacheDataset(items, pre, num_workers=0, progress=False)
     batch = next(iter(DataLoader(ds, batch_size=2, num_workers=2)))
     assert batch["image"].shape == (2, 1, 256, 8, 8) and batch["label"].shape == (2, 1, 256, 8, 8)
@@ -128,7 +140,13 @@ def test_rand_patch_is_seeded_and_varies(nuclei2d):
         draws = []
         for _ in range(4):
             out = t(sample)
-            draws.append((t.kernel_size, t.thresholds, Forest.from_dict(out["label"].applied_operations[-1]["extra_info"]["forest"])))
+            draws.append(
+                (
+                    t.kernel_size,
+                    t.thresholds,
+                    Forest.from_dict(out["label"].applied_operations[-1]["extra_info"]["forest"]),
+                )
+            )
         return draws, t, out
 
     a, t, out = forests(7)
@@ -190,8 +208,14 @@ def test_save_after_invert_keeps_geometry_3d(mni152_dir, tmp_path):
     data = pre({"image": t1, "label": gm})
     assert data["image"].shape == (1, 512, 4, 4, 4)
     data["pred"] = MetaTensor(data["label"].as_tensor().clone())
-    post = Compose([Invertd(keys="pred", transform=pre, orig_keys="image"),
-                    SaveImaged(keys="pred", output_dir=str(tmp_path), output_postfix="seg", separate_folder=False, print_log=False)])
+    post = Compose(
+        [
+            Invertd(keys="pred", transform=pre, orig_keys="image"),
+            SaveImaged(
+                keys="pred", output_dir=str(tmp_path), output_postfix="seg", separate_folder=False, print_log=False
+            ),
+        ]
+    )
     out = post(data)
     written = list(tmp_path.glob("*.nii.gz"))
     assert len(written) == 1
@@ -220,9 +244,24 @@ def test_3d_itk_edges_on_real_data(mni152_dir):
 @pytest.mark.parametrize(
     "build,data,error,match",
     [
-        (lambda: HierarchicalPatchd("image", 64, 8, ref_key="img"), {"image": np.zeros((1, 32, 32))}, ValueError, "ref_key"),
-        (lambda: HierarchicalPatchd(["image", "label"], 64, 8), {"image": np.zeros((1, 32, 32)), "label": np.zeros((1, 32, 30))}, ValueError, "label"),
-        (lambda: HierarchicalPatchd("image", 64, 8, score_key="edges"), {"image": np.zeros((1, 32, 32))}, ValueError, "score_key"),
+        (
+            lambda: HierarchicalPatchd("image", 64, 8, ref_key="img"),
+            {"image": np.zeros((1, 32, 32))},
+            ValueError,
+            "ref_key",
+        ),
+        (
+            lambda: HierarchicalPatchd(["image", "label"], 64, 8),
+            {"image": np.zeros((1, 32, 32)), "label": np.zeros((1, 32, 30))},
+            ValueError,
+            "label",
+        ),
+        (
+            lambda: HierarchicalPatchd("image", 64, 8, score_key="edges"),
+            {"image": np.zeros((1, 32, 32))},
+            ValueError,
+            "score_key",
+        ),
         (lambda: HierarchicalPatchd("image", 64, 8), {"image": np.zeros((32, 32))}, ValueError, "dimensions"),
         (lambda: HierarchicalPatchd("image", 64, 8), {"image": np.full((1, 32, 32), np.nan)}, ValueError, "NaN"),
         (lambda: HierarchicalPatchd("image", 64, 8), {"image": np.zeros((1, 0, 32))}, ValueError, "empty"),

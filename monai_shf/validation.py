@@ -1,4 +1,5 @@
-"""Argument checks shared by the forest functions (no MONAI import).
+"""Argument checks shared by every package of monai_shf (no MONAI import, so ``forest`` and ``slide``
+use them too).
 
 Every check raises a ``ValueError`` or ``TypeError`` whose message names the parameter and the
 expected form, so that bad input never surfaces as an obscure numpy/torch error or an assertion.
