@@ -1,20 +1,28 @@
-"""SHFViT: a plain ViT over SHF tokens, built from MONAI's ``TransformerBlock``.
+"""SHFViT: a plain ViT over SHF tokens, built from our own timm-style :class:`~.layers.Block`.
 
 ``x (B, C, L, p, p[, p])`` -> token embedding (+ geometry embedding + index embedding) -> ``num_layers``
-transformer blocks (padding tokens masked out of attention) -> per-token head ->
-``(B, K, L, p, p[, p])`` logits. No convolutional decoder: depatching rebuilds the full-resolution
-mask from the per-token predictions.
+pre-norm transformer blocks (padding tokens masked out of attention as keys) -> final LayerNorm ->
+per-token head -> ``(B, K, L, p, p[, p])`` logits. No convolutional decoder: depatching rebuilds the
+full-resolution mask from the per-token predictions.
+
+Parameter layout (timm's ViT names, so timm/SAM weights map one to one, see :mod:`.pretrained`):
+``token_embed.proj`` ``(hidden, C * p^D)`` (a ViT's patch-embedding conv flattened channel-major),
+``blocks.i.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}``, ``norm``, ``head.proj``, plus
+``geom_embed.mlp`` and ``index_embed.weight`` ``(1, L, hidden)``. Init: timm's for the blocks (trunc-normal
+std 0.02, zero biases), PyTorch's default for the embedding and head, zero for the index embedding and
+the geometry MLP's last layer. Activation memory per block: ``(B, L, 3 * hidden)`` for qkv and
+``(B, L, mlp_dim)`` for the MLP; the explicit attention adds ``(B, heads, L, L)``, the fused one does not
+keep it for backward on the flash/memory-efficient kernels.
 """
 
 from __future__ import annotations
 
 import torch
-from monai.networks.blocks import TransformerBlock
 from torch import nn
 
 from monai_shf.validation import check_int
 
-from .layers import GeomEmbedding, IndexEmbedding, TokenEmbedding, TokenHead
+from .layers import Block, GeomEmbedding, IndexEmbedding, TokenEmbedding, TokenHead
 
 __all__ = ["SHFViT"]
 
@@ -30,15 +38,21 @@ class SHFViT(nn.Module):
         spatial_dims: 2 (quadtree tokens ``p x p``) or 3 (octree tokens ``p^3``).
         hidden_size, mlp_dim, num_layers, num_heads: ViT size, in MONAI's ViT vocabulary
             (ViT-B: 768, 3072, 12, 12; tests use tiny sizes).
-        dropout_rate: dropout in the blocks.
-        qkv_bias: bias of the qkv projection.
+        dropout_rate: dropout in the blocks (attention weights, attention output, MLP), active only in
+            ``train()``.
+        qkv_bias: bias of the qkv projection (timm's and SAM's ViTs have one).
         geom_features: width ``F`` of ``geom`` (default ``2 * spatial_dims``, as written by
             :class:`~monai_shf.transforms.HierarchicalPatchd`).
         use_geom_embedding: add an MLP embedding of ``geom`` when it is given.
         use_index_embedding: add the learned, zero-initialised sequence-index embedding.
-        save_attn: keep the attention matrices (for inspection; not with flash attention).
+        save_attn: keep each block's attention weights in ``blocks[i].attn.attn_map`` (explicit
+            attention only: not with ``use_flash_attention``).
         use_flash_attention: use PyTorch's fused ``scaled_dot_product_attention`` (memory linear in
             ``L``; the padding mask is passed to it as a key mask).
+        drop_path_rate: stochastic depth, rising linearly from 0 in the first block to this rate in the
+            last (timm's rule); 0 disables it.
+        norm_eps: epsilon of every LayerNorm (1e-5 as before; timm's and SAM's ViTs use 1e-6: set it
+            when fine-tuning their weights for exactly their function).
 
     ``forward(x, geom=None, token_mask=None)``: ``geom`` ``(B, L, F)`` float, ``token_mask`` ``(B, L)``
     bool (True for real tokens). Padding tokens are masked out of every attention (as keys), so their
@@ -64,6 +78,8 @@ class SHFViT(nn.Module):
         use_index_embedding: bool = True,
         save_attn: bool = False,
         use_flash_attention: bool = False,
+        drop_path_rate: float = 0.0,
+        norm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -88,22 +104,24 @@ class SHFViT(nn.Module):
         self.token_embed = TokenEmbedding(in_channels, patch_size, spatial_dims, hidden_size)
         self.geom_embed = GeomEmbedding(self.geom_features, hidden_size) if use_geom_embedding else None
         self.index_embed = IndexEmbedding(length, hidden_size) if use_index_embedding else None
+        if use_flash_attention and save_attn:
+            raise ValueError("save_attn needs the explicit attention: set use_flash_attention=False.")
+        self.hidden_size, self.mlp_dim, self.num_layers, self.num_heads = hidden_size, mlp_dim, num_layers, num_heads
         self.blocks = nn.ModuleList(
-            TransformerBlock(
+            Block(
                 hidden_size,
-                mlp_dim,
                 num_heads,
-                dropout_rate,
+                mlp_dim,
                 qkv_bias=qkv_bias,
+                drop=dropout_rate,
+                drop_path=drop_path_rate * i / max(num_layers - 1, 1),
+                norm_eps=norm_eps,
+                fused=use_flash_attention,
                 save_attn=save_attn,
-                use_flash_attention=use_flash_attention,
             )
-            for _ in range(num_layers)
+            for i in range(num_layers)
         )
-        for block in self.blocks:
-            # MONAI builds this norm even without cross-attention; unused parameters break DDP
-            block.norm_cross_attn = nn.Identity()
-        self.norm = nn.LayerNorm(hidden_size)
+        self.norm = nn.LayerNorm(hidden_size, eps=norm_eps)
         self.head = TokenHead(hidden_size, out_channels, patch_size, spatial_dims)
 
     def _check_inputs(self, x: torch.Tensor, geom: torch.Tensor | None, token_mask: torch.Tensor | None) -> None:
@@ -129,14 +147,14 @@ class SHFViT(nn.Module):
             h = h + self.geom_embed(geom.to(h.dtype))
         if self.index_embed is not None:
             h = h + self.index_embed()
-        mask = None if token_mask is None else token_mask.to(torch.bool)
-        attn_mask = mask
-        if mask is not None:
+        key_mask = None
+        if token_mask is not None:
+            mask = token_mask.to(torch.bool)
             h = torch.where(mask[..., None], h, torch.zeros_like(h))  # padding tokens carry nothing (not even NaN)
-            if self.use_flash_attention:  # MONAI hands the mask to SDPA as is: make it (B, 1, 1, L)
-                attn_mask = mask[:, None, None, :]
+            # a sample with no real token attends to all (its outputs are ignored) instead of a 0/0 softmax
+            key_mask = mask | ~mask.any(dim=1, keepdim=True)
         for block in self.blocks:
-            h = block(h, attn_mask=attn_mask)
+            h = block(h, key_mask)
         return self.norm(h)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:

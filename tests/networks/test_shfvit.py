@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -122,3 +124,57 @@ def test_bad_inputs_name_the_argument():
         net(torch.rand(1, 3, 16, 4, 4), torch.rand(1, 16, 3))
     with pytest.raises(ValueError, match="token_mask"):
         net(torch.rand(1, 3, 16, 4, 4), None, torch.ones(1, 15, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("flash", [False, True])
+def test_dropout_only_while_training(flash):
+    # issue 6.2: with use_flash_attention=True MONAI's block applied attention dropout in eval() too
+    torch.manual_seed(0)
+    net = _tiny(use_flash_attention=flash, dropout_rate=0.3, drop_path_rate=0.3)
+    x, geom = torch.rand(2, 3, 16, 4, 4), torch.rand(2, 16, 4)
+    mask = torch.ones(2, 16, dtype=torch.bool)
+    mask[1, 10:] = False
+    with torch.no_grad():
+        assert torch.equal(net(x, geom, mask), net(x, geom, mask))
+        net.train()
+        assert not torch.allclose(net(x, geom, mask), net(x, geom, mask))
+
+
+OLD_CHECKPOINT = Path(__file__).parent / "data" / "shfvit_monai_blocks_cf890ef.pt"
+
+
+@pytest.mark.parametrize("flash", [False, True])
+def test_checkpoint_of_the_monai_block_network_loads_with_identical_outputs(flash):
+    # written by SHFViT built from MONAI's TransformerBlock (main at cf890ef): in_channels=3, out_channels=2,
+    # patch_size=2, length=8, hidden_size=16, mlp_dim=32, num_layers=2, num_heads=2, qkv_bias=True, with
+    # its inputs and eval() logits
+    old = torch.load(OLD_CHECKPOINT, weights_only=True)
+    assert "blocks.1.attn.out_proj.weight" in old["state_dict"] and "blocks.0.mlp.linear2.bias" in old["state_dict"]
+    net = SHFViT(
+        3, 2, 2, 8, hidden_size=16, mlp_dim=32, num_layers=2, num_heads=2, qkv_bias=True, use_flash_attention=flash
+    ).eval()
+    result = net.load_state_dict(old["state_dict"])
+    assert not result.missing_keys and not result.unexpected_keys
+    logits = net(old["x"], old["geom"], old["token_mask"])
+    assert torch.allclose(logits, old["logits"], atol=2e-6)  # identical up to float32 rounding (op order)
+    assert torch.equal(net.blocks[1].attn.proj.weight, old["state_dict"]["blocks.1.attn.out_proj.weight"])
+
+
+@pytest.mark.parametrize("flash", [False, True])
+def test_a_sample_without_real_tokens_stays_finite(flash):
+    net = _tiny(use_flash_attention=flash)
+    mask = torch.ones(2, 16, dtype=torch.bool)
+    mask[1] = False  # nothing real in sample 1: its outputs are ignored, but must not poison the batch
+    out = net(torch.rand(2, 3, 16, 4, 4), torch.rand(2, 16, 4), mask)
+    assert torch.isfinite(out).all()
+
+
+def test_save_attn_keeps_the_attention_weights():
+    net = _tiny(save_attn=True)
+    mask = torch.ones(1, 16, dtype=torch.bool)
+    mask[0, 12:] = False
+    net(torch.rand(1, 3, 16, 4, 4), None, mask)
+    weights = net.blocks[1].attn.attn_map
+    assert weights.shape == (1, 4, 16, 16) and torch.count_nonzero(weights[..., 12:]) == 0
+    with pytest.raises(ValueError, match="save_attn"):
+        _tiny(save_attn=True, use_flash_attention=True)
