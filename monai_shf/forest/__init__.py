@@ -1,6 +1,6 @@
 """Pure geometry of SHF patching (numpy/torch/OpenCV/ITK, never MONAI)."""
 
-from .edges import CHANNEL_REDUCTIONS, EDGE_METHODS, check_edge_args, edge_map, to_uint8
+from .edges import CHANNEL_REDUCTIONS, EDGE_METHODS, canny_bands, check_edge_args, edge_map, to_uint8
 from .resample import DESERIALIZE_MODES, SERIALIZE_MODES, deserialize, serialize
 from .tree import FILL_MODES, Forest, build_forest
 
@@ -10,6 +10,7 @@ __all__ = [
     "serialize",
     "deserialize",
     "edge_map",
+    "canny_bands",
     "to_uint8",
     "check_edge_args",
     "FILL_MODES",

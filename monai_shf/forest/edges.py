@@ -6,7 +6,15 @@ becomes 0/255, anything else is min-max scaled over the whole image to 0..255 (a
 gives no edges). Channels, in 2D with ``channel_reduction="max"`` (default, as the paper's
 ``cv.Canny`` on an RGB image): the gradient of the channel with the largest gradient at each pixel
 (OpenCV's multi-channel Canny; 2 channels are padded to 3 by repetition, more than 3 are averaged);
-with ``"mean"``: Canny of the channel mean. In 3D channels are always averaged.
+with ``"mean"``: Canny of the rounded mean of the 8-bit channels (itself an 8-bit image, so the
+thresholds keep their meaning). In 3D channels are always averaged.
+
+2D edges are computed in row bands (:func:`canny_bands`) and equal a whole-image ``cv.Canny`` exactly:
+each band is read with a halo of ``kernel_size // 2 + 2`` rows (what blur, Sobel and non-maximum
+suppression reach), and the hysteresis that links weak pixels to strong ones across band borders is
+redone with connected components joined between bands. Peak memory is the output (1 byte per pixel)
+plus a few band-sized buffers, whatever the image size, and the same code serves whole-slide pyramids
+(the caller's ``read_rows`` reads a slide level).
 
 3D methods: ``"itk"`` runs ITK's N-D ``CannyEdgeDetectionImageFilter`` (a true 3D operator; slow,
 seconds per 128^3 volume on two cores); ``"slicewise"`` runs the 2D OpenCV operator on every slice
@@ -18,7 +26,7 @@ The Gaussian of ``kernel_size`` ``k`` has OpenCV's sigma ``0.3 * ((k - 1) / 2 - 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import cv2 as cv
@@ -27,23 +35,47 @@ import torch
 
 from monai_shf.validation import check_array, check_choice, check_int, to_numpy
 
-__all__ = ["edge_map", "to_uint8", "check_edge_args", "EDGE_METHODS", "CHANNEL_REDUCTIONS"]
+__all__ = [
+    "edge_map",
+    "canny_bands",
+    "to_uint8",
+    "check_edge_args",
+    "EDGE_METHODS",
+    "CHANNEL_REDUCTIONS",
+]
 
 EDGE_METHODS = ("itk", "slicewise")
 CHANNEL_REDUCTIONS = ("max", "mean")
+# Rows converted to uint8 at a time when a 3D volume is scaled (bounds the float temporary).
+_SCALE_CHUNK = 64
 
 
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """``image`` (any shape) as uint8: uint8 unchanged, bool as 0/255, else min-max to 0..255."""
+def to_uint8(image: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+    """``image`` (any shape) as uint8: uint8 unchanged, bool as 0/255, else min-max to 0..255.
+
+    Args:
+        image: any-shape numpy array.
+        lo, hi: the range mapped to 0..255 (default: ``image``'s own min and max). Passing the whole
+            image's range scales a band or slice of it exactly as the whole image would be.
+
+    Returns:
+        uint8 array of ``image``'s shape (``image`` itself when it is already uint8). Peak extra memory:
+        one float32 temporary of ``image``'s size for non-uint8 input (callers pass bands).
+    """
     if image.dtype == np.uint8:
         return image
     if image.dtype == bool:
         return image.view(np.uint8) * np.uint8(255)
-    lo, hi = float(image.min()), float(image.max())
+    if lo is None or hi is None:
+        lo, hi = float(image.min()), float(image.max())
     if hi <= lo:
         return np.zeros(image.shape, dtype=np.uint8)
-    scaled = (image.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    scaled = image.astype(np.float32)
+    scaled -= np.float32(lo)
+    scaled *= np.float32(255.0 / (hi - lo))
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, 0, 255, out=scaled)
+    return scaled.astype(np.uint8)
 
 
 def check_edge_args(kernel_size: Any, thresholds: Any) -> tuple[int, float, float]:
@@ -61,22 +93,226 @@ def check_edge_args(kernel_size: Any, thresholds: Any) -> tuple[int, float, floa
 
 
 def _canny_2d(planes: np.ndarray, k: int, low: float, high: float) -> np.ndarray:
-    """Canny of a ``(H, W)`` or channel-last ``(H, W, 3)`` uint8 image; returns ``(H, W)`` bool."""
+    """Canny of a ``(H, W)`` or channel-last ``(H, W, 3)`` uint8 image: ``(H, W)`` uint8, 255 on edges."""
     blurred = cv.GaussianBlur(planes, (k, k), 0) if k > 1 else planes
-    return cv.Canny(blurred, low, high) > 0
+    return cv.Canny(blurred, low, high)
 
 
-def _sigma(k: int) -> float:
-    return 0.3 * ((k - 1) * 0.5 - 1) + 0.8
+def _channel_mean(rows: np.ndarray) -> np.ndarray:
+    """Rounded mean of ``(C, h, W)`` uint8 channels as ``(h, W)`` uint8, in integers (no float temporary)."""
+    c = rows.shape[0]
+    total = np.add.reduce(rows, axis=0, dtype=np.uint16 if c <= 257 else np.uint32)
+    total += c // 2
+    total //= c
+    return total.astype(np.uint8)
 
 
-def _edges_2d(x: np.ndarray, k: int, low: float, high: float, reduction: str) -> np.ndarray:
-    c = x.shape[0]
-    if c == 1 or reduction == "mean" or c > 3:
-        grey = x[0] if c == 1 else to_uint8(x.mean(axis=0, dtype=np.float32))
-        return _canny_2d(np.ascontiguousarray(grey), k, low, high)
-    planes = [x[i] for i in range(c)] + [x[-1]] * (3 - c)
-    return _canny_2d(cv.merge(planes), k, low, high)
+def _planes(rows: np.ndarray, reduction: str) -> np.ndarray:
+    """The OpenCV input of one band: ``(h, W)`` grey or channel-last ``(h, W, 3)``, uint8, contiguous.
+
+    Only the band is made channel-last (never the whole image): 2 channels are padded to 3 by
+    repeating the last one, more than 3 (or ``reduction="mean"``) are averaged."""
+    c = rows.shape[0]
+    if c == 1:
+        return np.ascontiguousarray(rows[0])
+    if reduction == "mean" or c > 3:
+        return _channel_mean(rows)
+    planes = np.empty((*rows.shape[1:], 3), dtype=np.uint8)
+    for i in range(3):
+        planes[..., i] = rows[min(i, c - 1)]
+    return planes
+
+
+class _BorderComponents:
+    """Union-find of the candidate components that touch a band border, keyed by global ids.
+
+    Each set remembers whether it holds a strong pixel; a set only ever becomes strong, never the reverse,
+    so a component decided "edge" when its band is written stays an edge."""
+
+    def __init__(self) -> None:
+        self.parent: dict[int, int] = {}
+        self.strong: dict[int, bool] = {}
+
+    def add(self, gid: int, strong: bool) -> None:
+        self.parent[gid] = gid
+        self.strong[gid] = strong
+
+    def find(self, gid: int) -> int:
+        parent = self.parent
+        while parent[gid] != gid:
+            parent[gid] = parent[parent[gid]]
+            gid = parent[gid]
+        return gid
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[rb] = ra
+            self.strong[ra] = self.strong[ra] or self.strong[rb]
+
+    def is_strong(self, gid: int) -> bool:
+        return self.strong[self.find(gid)]
+
+
+def _link_rows(above: np.ndarray, below: np.ndarray) -> np.ndarray:
+    """Unique ``(gid_above, gid_below)`` pairs of 8-connected nonzero ids in two adjacent ``(W,)`` rows."""
+    w = above.shape[0]
+    pairs = []
+    for shift in (-1, 0, 1):  # pixel (r, j) touches (r + 1, j + shift)
+        a = above[max(0, -shift) : w - max(0, shift)]
+        b = below[max(0, shift) : w - max(0, -shift)]
+        both = (a > 0) & (b > 0)
+        pairs.append(np.stack([a[both], b[both]], axis=1))
+    return np.unique(np.concatenate(pairs), axis=0)
+
+
+def canny_bands(
+    read_rows: Callable[[int, int], np.ndarray],
+    shape: Sequence[int],
+    kernel_size: int = 3,
+    thresholds: Sequence[float] = (50, 100),
+    channel_reduction: str = "max",
+    band_rows: int = 512,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Gaussian blur + Canny of a 2D image read in row bands, written into one ``(H, W)`` bool map.
+
+    The image is never held whole: ``read_rows(row_start, row_stop)`` returns rows
+    ``row_start:row_stop`` of it as a channel-first ``(C, row_stop - row_start, W)`` uint8 array (the
+    caller may slice an array, read a slide level, or downsample on the fly). The result equals a
+    whole-image ``cv.Canny`` of the blurred image exactly: each band is read with a halo of
+    ``kernel_size // 2 + 2`` rows, so its candidate pixels (non-maximum suppressed, gradient above
+    ``low``) and strong pixels (above ``high``) are the whole image's; candidates are grouped into
+    8-connected components per band, components that touch a band border are joined across bands
+    (union-find), and a component is an edge iff it holds a strong pixel (OpenCV's hysteresis). Pixels
+    of border components whose fate is still open when their band is written are kept as coordinates
+    and set at the end (a small fraction of the edges).
+
+    Args:
+        read_rows: ``(row_start, row_stop) -> (C, rows, W)`` uint8 numpy array, the same ``C`` for every call.
+        shape: ``(H, W)`` of the image.
+        kernel_size: odd Gaussian kernel side (1 = no blur).
+        thresholds: Canny ``(low, high)`` hysteresis thresholds on the 8-bit scale.
+        channel_reduction: ``"max"`` (OpenCV's multi-channel gradient) or ``"mean"`` (rounded channel mean).
+        band_rows: rows per band (>= 1). Peak extra memory is about ``(band_rows + 2 * halo) * W * 16``
+            bytes for RGB (the channel-last band, its blur, the component labels and OpenCV's buffers) on
+            top of ``out``, plus 16 bytes per still-open border pixel.
+        out: optional preallocated ``(H, W)`` bool array to write into.
+
+    Returns:
+        ``(H, W)`` bool edge map (``out`` when given).
+    """
+    if not callable(read_rows):
+        raise TypeError(f"read_rows must be a callable (row_start, row_stop) -> (C, rows, W) uint8, got {read_rows!r}.")
+    if not isinstance(shape, (Sequence, np.ndarray)) or len(shape) != 2:
+        raise TypeError(f"shape must be a pair (H, W), got {shape!r}.")
+    h, w = (check_int(s, "shape", 1) for s in shape)
+    k, low, high = check_edge_args(kernel_size, thresholds)
+    reduction = check_choice(channel_reduction, "channel_reduction", CHANNEL_REDUCTIONS)
+    band = check_int(band_rows, "band_rows", 1)
+    if out is None:
+        out = np.empty((h, w), dtype=bool)
+    elif not isinstance(out, np.ndarray) or out.dtype != bool or out.shape != (h, w):
+        raise ValueError(
+            f"out must be a bool numpy array of shape {(h, w)}, got "
+            f"{getattr(out, 'dtype', type(out).__name__)} {tuple(getattr(out, 'shape', ()))}."
+        )
+    if band >= h:  # one band: OpenCV's own hysteresis is the whole-image one
+        rows = _checked_rows(read_rows, 0, h, w, None)
+        np.greater(_canny_2d(_planes(rows, reduction), k, low, high), 0, out=out)
+        return out
+    halo = k // 2 + 2  # blur + Sobel + non-maximum suppression: candidates and strong pixels are exact
+    border = _BorderComponents()
+    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (rows, cols, gids) of open pixels
+    previous_bottom: np.ndarray | None = None  # gids of the last row of the previous band (0: none)
+    next_gid, channels = 1, None
+    for start in range(0, h, band):
+        stop = min(h, start + band)
+        top, bottom = max(0, start - halo), min(h, stop + halo)
+        rows = _checked_rows(read_rows, top, bottom, w, channels)
+        channels = rows.shape[0]
+        planes = _planes(rows, reduction)
+        del rows
+        blurred = cv.GaussianBlur(planes, (k, k), 0) if k > 1 else planes
+        core = slice(start - top, stop - top)
+        candidates = cv.Canny(blurred, low, low)[core]
+        strong_pixels = cv.Canny(blurred, high, high)[core] > 0
+        del planes, blurred
+        count, labels = cv.connectedComponents(candidates, connectivity=8, ltype=cv.CV_32S)
+        del candidates
+        strong = np.zeros(count, dtype=bool)
+        strong[labels[strong_pixels]] = True
+        strong[0] = False
+        del strong_pixels
+        is_open = np.zeros(count, dtype=bool)
+        if start > 0:
+            is_open[labels[0]] = True
+        if stop < h:
+            is_open[labels[-1]] = True
+        is_open[0] = False
+        open_labels = np.flatnonzero(is_open)
+        gids = np.zeros(count, dtype=np.int64)
+        gids[open_labels] = np.arange(next_gid, next_gid + len(open_labels))
+        next_gid += len(open_labels)
+        for label in open_labels:
+            border.add(int(gids[label]), bool(strong[label]))
+        if previous_bottom is not None:
+            for above, below in _link_rows(previous_bottom, gids[labels[0]]).tolist():
+                border.union(above, below)
+        undecided = np.zeros(count, dtype=bool)
+        for label in open_labels:
+            strong[label] = border.is_strong(int(gids[label]))
+            undecided[label] = not strong[label]
+        out[start:stop] = strong[labels]
+        if undecided.any():
+            rr, cc = np.nonzero(undecided[labels])
+            pending.append(((rr + start).astype(np.int32), cc.astype(np.int32), gids[labels[rr, cc]]))
+        previous_bottom = gids[labels[-1]] if stop < h else None
+    for rr, cc, gid in pending:  # components whose strong pixel lay in a later band
+        unique, inverse = np.unique(gid, return_inverse=True)
+        now_strong = np.array([border.is_strong(int(g)) for g in unique], dtype=bool)[inverse]
+        out[rr[now_strong], cc[now_strong]] = True
+    return out
+
+
+def _checked_rows(
+    read_rows: Callable[[int, int], np.ndarray], top: int, bottom: int, w: int, channels: int | None
+) -> np.ndarray:
+    """``read_rows(top, bottom)`` checked to be a ``(C, bottom - top, w)`` uint8 numpy array."""
+    rows = read_rows(top, bottom)
+    if not isinstance(rows, np.ndarray) or rows.dtype != np.uint8 or rows.ndim != 3:
+        raise TypeError(
+            f"read_rows({top}, {bottom}) must return a (C, rows, W) uint8 numpy array, got "
+            f"{getattr(rows, 'dtype', type(rows).__name__)} of shape {tuple(getattr(rows, 'shape', ()))}."
+        )
+    if rows.shape[1:] != (bottom - top, w) or rows.shape[0] < 1 or rows.shape[0] != (channels or rows.shape[0]):
+        raise ValueError(
+            f"read_rows({top}, {bottom}) must return shape ({channels or 'C'}, {bottom - top}, {w}), "
+            f"got {tuple(rows.shape)}."
+        )
+    return rows
+
+
+def _scaled_rows(x: np.ndarray, lo: float, hi: float) -> Callable[[int, int], np.ndarray]:
+    """``read_rows`` of a channel-first ``(C, H, W)`` array of any dtype, scaled to uint8 band by band
+    with the whole image's range (the float temporary is band-sized)."""
+
+    def read_rows(start: int, stop: int) -> np.ndarray:
+        return to_uint8(x[:, start:stop], lo, hi)
+
+    return read_rows
+
+
+def _volume_uint8(volume: np.ndarray) -> np.ndarray:
+    """A ``(H, W, D)`` volume as uint8 scaled with its global range, converted in slabs of slices so the
+    float temporary stays small (1 byte per voxel plus a slab)."""
+    if volume.dtype in (np.uint8, bool):
+        return to_uint8(volume)
+    lo, hi = float(volume.min()), float(volume.max())
+    out = np.empty(volume.shape, dtype=np.uint8)
+    for start in range(0, volume.shape[0], _SCALE_CHUNK):
+        out[start : start + _SCALE_CHUNK] = to_uint8(volume[start : start + _SCALE_CHUNK], lo, hi)
+    return out
 
 
 def _edges_3d_itk(volume: np.ndarray, k: int, low: float, high: float) -> np.ndarray:
@@ -89,7 +325,11 @@ def _edges_3d_itk(volume: np.ndarray, k: int, low: float, high: float) -> np.nda
     canny.SetLowerThreshold(low / 8.0)
     canny.SetUpperThreshold(high / 8.0)
     canny.Update()
-    return itk.array_view_from_image(canny.GetOutput()) > 0
+    return np.array(itk.array_view_from_image(canny.GetOutput()) > 0, dtype=bool)
+
+
+def _sigma(k: int) -> float:
+    return 0.3 * ((k - 1) * 0.5 - 1) + 0.8
 
 
 def _edges_3d_slicewise(volume: np.ndarray, k: int, low: float, high: float) -> np.ndarray:
@@ -98,7 +338,7 @@ def _edges_3d_slicewise(volume: np.ndarray, k: int, low: float, high: float) -> 
         moved = np.moveaxis(volume, axis, 0)
         target = np.moveaxis(out, axis, 0)
         for i in range(moved.shape[0]):
-            target[i] |= _canny_2d(np.ascontiguousarray(moved[i]), k, low, high)
+            target[i] |= _canny_2d(np.ascontiguousarray(moved[i]), k, low, high) > 0
     return out
 
 
@@ -111,6 +351,10 @@ def edge_map(
 ) -> Any:
     """Edge map of a channel-first image, the score map of :func:`~monai_shf.forest.build_forest`.
 
+    2D images go through :func:`canny_bands` (bands of 512 rows read as views of ``image``, scaled to
+    uint8 band by band with the whole image's range): peak extra memory is the output plus band
+    buffers, never a whole-image copy (see ``benchmarks/memory.py``).
+
     Args:
         image: ``(C, H, W)`` or ``(C, H, W, D)`` numpy array or torch tensor, any dtype and range.
         kernel_size: odd Gaussian kernel side (1 = no blur). The paper draws from {1, 3, 5, 7}.
@@ -120,7 +364,8 @@ def edge_map(
 
     Returns:
         ``(H, W)`` / ``(H, W, D)`` bool edge map, numpy for numpy input, a tensor on the input's
-        device for tensor input.
+        device for tensor input (pass ``to_numpy(tensor)`` to keep the edges on the CPU, e.g. for
+        :func:`~monai_shf.forest.build_forest`).
     """
     check_array(image, "image", ndims=(3, 4))
     k, low, high = check_edge_args(kernel_size, thresholds)
@@ -128,14 +373,19 @@ def edge_map(
     method = check_choice(method, "method", EDGE_METHODS)
     x = to_numpy(image)
     if x.ndim == 3:
-        edges = _edges_2d(to_uint8(x), k, low, high, reduction)
+        if x.dtype in (np.uint8, bool):
+            lo, hi = 0.0, 255.0  # unused by to_uint8 for these dtypes
+        else:
+            lo, hi = float(x.min()), float(x.max())
+        edges = canny_bands(_scaled_rows(x, lo, hi), x.shape[1:], k, (low, high), reduction)
     else:
-        volume = x[0] if x.shape[0] == 1 else x.mean(axis=0, dtype=np.float32)
-        volume = to_uint8(volume)
+        if x.shape[0] == 1:
+            volume = _volume_uint8(x[0])
+        else:
+            volume = to_uint8(x.mean(axis=0, dtype=np.float32))
         if any(s < 3 for s in volume.shape) and method == "itk":
             method = "slicewise"  # ITK's Canny needs 3 voxels per side for its derivative stencils
         edges = (_edges_3d_itk if method == "itk" else _edges_3d_slicewise)(volume, k, low, high)
-        edges = np.array(edges, dtype=bool)
     if isinstance(image, torch.Tensor):
-        return torch.from_numpy(np.ascontiguousarray(edges)).to(image.device)
+        return torch.from_numpy(edges).to(image.device)
     return edges

@@ -16,6 +16,7 @@ from monai.transforms.inverse import TraceableTransform
 from monai.utils import TraceKeys, convert_to_tensor
 
 from monai_shf.forest import Forest, build_forest, deserialize, edge_map, serialize
+from monai_shf.validation import to_numpy
 
 __all__ = [
     "PATCH_CLASS_NAMES",
@@ -48,7 +49,10 @@ def edge_forest(
     ``score`` may be ``(*spatial)`` or ``(1, *spatial)``; when given, no edges are computed.
     """
     if score is None:
-        score = edge_map(image, kernel_size, thresholds, channel_reduction=channel_reduction, method=edge_method)
+        # numpy edges straight into build_forest: a device tensor is copied to the host once for OpenCV,
+        # and its edges are not sent back to the device only to be fetched again by the build
+        host = to_numpy(image) if isinstance(image, torch.Tensor) else image
+        score = edge_map(host, kernel_size, thresholds, channel_reduction=channel_reduction, method=edge_method)
     elif score.ndim == image.ndim:
         if score.shape[0] != 1:
             raise ValueError(f"a score map must have one channel, got shape {tuple(score.shape)}.")
