@@ -1,6 +1,7 @@
 """Token networks: SHFViT and its layers (they see tensors, never forests)."""
 
 from .layers import Attention, Block, DropPath, GeomEmbedding, IndexEmbedding, Mlp, TokenEmbedding, TokenHead
+from .pretrained import PretrainedReport, adapt_patch_kernel, load_pretrained, load_vit_weights, read_state_dict
 from .shfvit import SHFViT
 
 __all__ = [
@@ -13,4 +14,9 @@ __all__ = [
     "Mlp",
     "DropPath",
     "Block",
+    "PretrainedReport",
+    "load_vit_weights",
+    "load_pretrained",
+    "read_state_dict",
+    "adapt_patch_kernel",
 ]
