@@ -193,10 +193,11 @@ def adapt_patch_kernel(weight: torch.Tensor, in_channels: int, patch_size: int, 
 def _canonical_keys(state_dict: Mapping[str, torch.Tensor], source: str, report: PretrainedReport) -> dict:
     """Source keys -> timm names (SAM: strip ``image_encoder.``, ``mlp.lin1/2`` -> ``mlp.fc1/2``)."""
     renamed = {}
+    full_sam = source == "sam" and any(k.startswith(("image_encoder.", "module.image_encoder.")) for k in state_dict)
     for key, value in state_dict.items():
         name = key[len("module.") :] if key.startswith("module.") else key
         if source == "sam":
-            if any(k.startswith("image_encoder.") for k in state_dict) and not name.startswith("image_encoder."):
+            if full_sam and not name.startswith("image_encoder."):
                 report.unused[key] = "not part of SAM's image encoder"
                 continue
             name = name.removeprefix("image_encoder.")
