@@ -45,9 +45,13 @@ def is_tensor(x: Any) -> bool:
 
 
 def to_numpy(x: Any) -> np.ndarray:
-    """A numpy view (CPU tensors, arrays) or copy (device tensors) of ``x`` without MONAI metadata."""
+    """A numpy view (CPU tensors, arrays) or copy (device tensors) of ``x`` without MONAI metadata.
+
+    numpy has no bfloat16: a bfloat16 tensor becomes a float32 copy (exact: every bfloat16 value is
+    a float32 value), so that callers never meet torch's "unsupported ScalarType" error."""
     if isinstance(x, torch.Tensor):
-        return x.detach().cpu().as_subclass(torch.Tensor).numpy()
+        x = x.detach().cpu().as_subclass(torch.Tensor)
+        return (x.float() if x.dtype == torch.bfloat16 else x).numpy()
     return np.asarray(x)
 
 
@@ -75,12 +79,19 @@ def check_array(
 
 
 def check_finite(x: Any, name: str) -> None:
-    """Raise ``ValueError`` if a float array/tensor holds NaN or inf.
+    """Raise ``ValueError`` if a float array/tensor holds NaN or inf; finite values are never
+    reported, however close to the dtype's maximum.
 
-    A sum is one vectorised pass with no temporary; only when it is not finite (NaN/inf, or an
-    overflow of huge values) is the exact elementwise test run."""
+    A sum is one vectorised pass with no temporary: it is finite only when every value is. A sum
+    that is not finite is either NaN/inf in the data or an overflow of huge finite values (e.g.
+    float32 values near 3.4e38, or a few thousand float16 values above 30): only then is the exact
+    elementwise test run, and only it decides."""
     if isinstance(x, np.ndarray):
-        if x.dtype.kind == "f" and not np.isfinite(x.sum()) and not np.isfinite(x).all():
+        if x.dtype.kind != "f":
+            return
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = x.sum()
+        if not np.isfinite(total) and not np.isfinite(x).all():
             raise ValueError(f"{name} contains NaN or infinite values.")
     elif x.is_floating_point() and not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or infinite values.")

@@ -1,7 +1,7 @@
 """Pure geometry of SHF patching (numpy/torch/OpenCV/ITK, never MONAI)."""
 
 from .edges import CHANNEL_REDUCTIONS, EDGE_METHODS, canny_bands, check_edge_args, edge_map, to_uint8
-from .resample import DESERIALIZE_MODES, SERIALIZE_MODES, deserialize, serialize
+from .resample import DESERIALIZE_MODES, SERIALIZE_MODES, deserialize, label_dtype, serialize
 from .tree import FILL_MODES, Forest, build_forest
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "build_forest",
     "serialize",
     "deserialize",
+    "label_dtype",
     "edge_map",
     "canny_bands",
     "to_uint8",

@@ -23,9 +23,16 @@ Resampling rules, along each axis independently (leaf side ``s``, token side ``p
 * ``serialize(mode="fraction", num_classes=K)`` (soft labels): a one-channel label map of class
   indices becomes ``K`` channels, the exact fraction of each class under every token pixel.
 * ``deserialize(mode="nearest")``: leaf pixel ``o`` takes token pixel ``floor((o + 0.5) * p / s)``;
-  exact inverse of ``serialize(mode="nearest")`` for leaves with ``s <= p`` dividing ``p``.
-* ``deserialize(mode="linear")``: bi/trilinear interpolation of the token to the leaf box with
-  half-pixel centres (``align_corners=False``), for probabilities or logits. Never rounds.
+  exact inverse of ``serialize(mode="nearest")`` for leaves with ``s <= p`` dividing ``p``. Integer
+  indexing: the tokens' dtype is kept (class indices stay integers).
+* ``deserialize(mode="linear")``, for probabilities or logits, never rounds: along an axis where the
+  leaf is at least the token (``s >= p``), linear interpolation with half-pixel centres
+  (``align_corners=False``); where it is smaller (``s < p``), the *area (mean) adjoint*: leaf pixel
+  ``o`` is the mean of the token pixels ``i`` with ``floor(i * s / p) == o``, so a 2 x 2 leaf
+  averages the four 4 x 4 sub-blocks of its 8 x 8 token (interpolation would sample 4 of the 64
+  predicted values and ignore the rest). Exact inverse of area/nearest serialisation of such leaves.
+* ``deserialize(..., argmax=True)``: class indices (uint8 up to 256 classes) written leaf group by
+  leaf group, without a ``C x H x W`` float canvas.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ from monai_shf.validation import check_array, check_choice, check_finite, check_
 
 from .tree import Forest
 
-__all__ = ["serialize", "deserialize", "SERIALIZE_MODES", "DESERIALIZE_MODES"]
+__all__ = ["serialize", "deserialize", "label_dtype", "SERIALIZE_MODES", "DESERIALIZE_MODES"]
 
 SERIALIZE_MODES = ("area", "nearest", "fraction")
 DESERIALIZE_MODES = ("nearest", "linear")
@@ -70,7 +77,7 @@ def _as_torch(x: Any) -> torch.Tensor:
 def _alloc(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, zero: bool = False) -> torch.Tensor:
     """A new tensor; on the CPU allocated by numpy, which asks the kernel for huge pages, so first
     touching a large output costs a third of what torch's own allocation does."""
-    if device.type != "cpu":
+    if device.type != "cpu" or dtype == torch.bfloat16:  # (numpy has no bfloat16)
         return (torch.zeros if zero else torch.empty)(shape, dtype=dtype, device=device)
     np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
     return torch.from_numpy((np.zeros if zero else np.empty)(shape, dtype=np_dtype))
@@ -136,12 +143,15 @@ def _resample_matrix(src: int, dst: int, mode: str, device: torch.device) -> tor
     downsampling, the nearest source pixel when upsampling (divide by the row sums for means).
     ``"nearest"``: output ``o`` takes source ``floor((o + 0.5) * src / dst)``.
     ``"linear"``: linear interpolation at source coordinate ``(o + 0.5) * src / dst - 0.5``, clamped
-    to the box (rows are convex weights).
+    to the box (rows are convex weights), when upsampling (``src <= dst``); when downsampling, the
+    area mean (the rows of ``"sum"`` divided by their sums), so that every source pixel counts.
     """
     m = torch.zeros(dst, src, dtype=torch.float64)
     rows = torch.arange(dst)
-    if mode == "sum" and src >= dst:
+    if mode in ("sum", "linear") and src > dst or mode == "sum" and src == dst:
         m[(torch.arange(src) * dst) // src, torch.arange(src)] = 1.0
+        if mode == "linear":
+            m /= m.sum(1, keepdim=True)
     elif mode in ("sum", "nearest"):
         m[rows, torch.as_tensor(_nearest_index(dst, src))] = 1.0
     else:
@@ -222,10 +232,13 @@ class _AreaPyramid:
         if len(self.levels) == 1 or not x.is_floating_point():
             check_finite(x, name)
             return
-        check_finite(self.levels[1], name)
-        for a, s in enumerate(x.shape[1:]):
-            if s % 2:
-                check_finite(x.narrow(1 + a, s - 1, 1), name)
+        try:
+            check_finite(self.levels[1], name)
+            for a, s in enumerate(x.shape[1:]):
+                if s % 2:
+                    check_finite(x.narrow(1 + a, s - 1, 1), name)
+        except ValueError:  # or finite values so large that their 2x2 means overflowed: exact test
+            check_finite(x, name)
 
     @staticmethod
     def _halve(x: torch.Tensor) -> torch.Tensor:
@@ -285,6 +298,18 @@ def _serialize_area(
         pyramid.check_finite(check_name)
 
 
+def _serialize_area_scaled(x: torch.Tensor, forest: Forest, patch: int, out: torch.Tensor) -> None:
+    """Area tokens of a finite image whose sums overflow its dtype: float64 sums of the image scaled
+    by ``2**-e`` (exact: a power of two), ``2**e`` at least the largest leaf volume, so no sum can
+    exceed the largest finite float64; the means are scaled back (and fit: a mean never exceeds the
+    largest value). Rare (values within a leaf volume of the dtype's maximum); costs 8 B/px."""
+    exponent = int(forest.sizes.prod(1).max()).bit_length()
+    scaled = torch.ldexp(x.to(torch.float64), torch.tensor(-exponent, dtype=torch.float64, device=x.device))
+    tokens = torch.zeros(out.shape, dtype=torch.float64, device=out.device)
+    _serialize_area(scaled, forest, patch, tokens, check_name=None)
+    out.copy_(torch.ldexp(tokens, torch.tensor(exponent, dtype=torch.float64, device=out.device)))
+
+
 def _nearest_index(out_len: int, src_len: Any) -> np.ndarray:
     """Nearest source index of each of ``out_len`` outputs over a source of ``src_len`` (half-pixel
     centres): ``floor((i + 0.5) * src_len / out_len)``. ``src_len`` may be an ``(N, 1)`` array."""
@@ -327,13 +352,23 @@ def serialize(
         patch_size: token side ``p >= 1``.
         mode: ``"area"`` (images, soft masks), ``"nearest"`` (hard labels) or ``"fraction"``
             (one-channel class-index labels to per-class fractions); see the module docstring.
-        num_classes: ``K`` for ``"fraction"``; inferred as ``max + 1`` when omitted.
+        num_classes: ``K``, required for ``"fraction"`` (never inferred from the data: a sample without
+            the last classes would get fewer channels, so that channel ``k`` would not mean class ``k``
+            in every sample and batches would not collate); ignored by the other modes.
 
     Returns:
         ``(C, L, p, p[, p])`` tokens (``(K, L, ...)`` for ``"fraction"``): float32 for ``"area"`` and
         ``"fraction"`` (float64 input stays float64), the input dtype for ``"nearest"``; padding zero.
+        Half-precision (float16, bfloat16) images give float32 area tokens; ``"nearest"`` keeps them.
+        Finite values near the dtype's maximum give finite means (sums that would overflow are
+        recomputed in float64, scaled by a power of two).
     """
     mode = check_choice(mode, "mode", SERIALIZE_MODES)
+    if mode == "fraction" and num_classes is None:
+        raise ValueError(
+            "num_classes is required for mode='fraction' (the number of classes K, so that every sample "
+            "gets the same K channels)."
+        )
     _check_image(image, forest, finite=mode != "area")  # "area" checks through its pyramid
     patch = check_int(patch_size, "patch_size", 1)
     x = _as_torch(image)
@@ -348,7 +383,9 @@ def serialize(
     if mode == "area":
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         out = _alloc((c,) + token_shape, dtype, x.device, zero=True)
-        _serialize_area(x, forest, patch, out)
+        _serialize_area(x, forest, patch, out)  # raises on NaN/inf in x
+        if not bool(torch.isfinite(out).all()):  # x is finite: huge values whose sums overflowed
+            _serialize_area_scaled(x, forest, patch, out)
         return _restore(out, image)
     # fraction: one exact float32 plane per class; the last class is what the others leave
     if c != 1:
@@ -356,7 +393,7 @@ def serialize(
     if x.is_floating_point() and not bool((x == torch.round(x)).all()):
         raise ValueError("mode='fraction' needs integer class indices, the label has fractional values.")
     top = int(x.max())
-    k = top + 1 if num_classes is None else check_int(num_classes, "num_classes", 1)
+    k = check_int(num_classes, "num_classes", 1)
     if int(x.min()) < 0 or top >= k:
         raise ValueError(f"label values must lie in [0, num_classes={k}), got {int(x.min())}..{top}.")
     out = _alloc((k,) + token_shape, torch.float32, x.device, zero=True)
@@ -384,29 +421,94 @@ def _check_tokens(tokens: Any, forest: Forest) -> int:
     return patch
 
 
-def deserialize(tokens: Any, forest: Forest, mode: str = "linear") -> Any:
+def label_dtype(num_classes: int) -> torch.dtype:
+    """The smallest integer dtype holding class indices ``0..num_classes-1``: uint8 up to 256
+    classes, then int16, then int32."""
+    if num_classes <= 256:
+        return torch.uint8
+    return torch.int16 if num_classes <= 1 << 15 else torch.int32
+
+
+def _token_indices(size: tuple[int, ...], patch: int, device: torch.device) -> list[torch.Tensor]:
+    """Per axis, the token pixel each leaf pixel takes in ``"nearest"`` depatching."""
+    return [torch.as_tensor(_nearest_index(s, patch), device=device) for s in size]
+
+
+def _take_nearest(group: torch.Tensor, index: list[torch.Tensor]) -> torch.Tensor:
+    """``(C, n, p, ...)`` tokens to ``(C, n, *size)`` leaf blocks by integer indexing (any dtype, exact)."""
+    for a, rows in enumerate(index):
+        group = group.index_select(2 + a, rows)
+    return group
+
+
+def deserialize(tokens: Any, forest: Forest, mode: str = "linear", argmax: bool = False) -> Any:
     """Rebuild a full-resolution ``(C, *spatial)`` image from ``(C, L, p, p[, p])`` tokens.
+
+    Along each axis, a leaf side ``s`` and the token side ``p``: ``"linear"`` interpolates
+    (half-pixel centres) when ``s >= p`` and takes the area mean of the token pixels falling in each
+    leaf pixel when ``s < p`` (the adjoint of area downsampling: a 2 x 2 leaf averages its token's
+    4 x 4 sub-blocks instead of sampling 4 of its 64 values); ``"nearest"`` copies the nearest token
+    pixel.
 
     Args:
         tokens: numpy array or torch tensor shaped like the output of :func:`serialize`.
         forest: the forest the tokens were made with.
         mode: ``"linear"`` (probabilities, logits; default) or ``"nearest"`` (hard labels).
+        argmax: return ``(1, *spatial)`` class indices (the argmax over the ``C`` channels of the
+            depatched scores, ties to the lower index) instead of the ``C`` planes. They are written
+            straight into a uint8 canvas (int16/int32 beyond 256 classes, see :func:`label_dtype`),
+            leaf group by leaf group: no ``C x H x W`` float canvas is ever made.
 
     Returns:
-        ``(C, *forest.spatial_shape)``, float32 (float64 for float64 tokens), same type/device as
-        ``tokens``. Padding tokens are ignored.
+        ``(C, *forest.spatial_shape)``, same type/device as ``tokens``. ``"linear"``: float32
+        (float64 for float64 tokens). ``"nearest"``: the tokens' dtype (integer and bool tokens stay
+        integer; float16/bfloat16 become float32). ``argmax=True``: ``(1, *spatial)`` class indices.
+        Padding tokens are ignored.
+
+    Memory (beyond the output): chunks of at most ``2**21`` elements, i.e. a few MB whatever the
+    image size; ``argmax=True`` at 8192^2 with ``C = 2`` needs 1 B/px for the output plus those chunks.
     """
     patch = _check_tokens(tokens, forest)
     mode = check_choice(mode, "mode", DESERIALIZE_MODES)
+    if not isinstance(argmax, (bool, np.bool_)):
+        raise TypeError(f"argmax must be a bool, got {argmax!r} ({type(argmax).__name__}).")
     t = _as_torch(tokens)
-    dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
-    # leaves tile the image, so every canvas pixel is written exactly once: no zero fill needed
-    canvas = _alloc((t.shape[0],) + forest.spatial_shape, dtype, t.device)
-    scratch = _Scratch(t.device, dtype)
+    device = t.device
+    channels = t.shape[0]
+    float_dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
+    if argmax:
+        out_dtype = label_dtype(channels)
+        if mode == "nearest":  # nearest sampling commutes with the per-pixel argmax: argmax the tokens
+            t = _argmax_channels(t.to(torch.uint8) if t.dtype == torch.bool else t, out_dtype)
+            channels = 1
+    elif mode == "nearest":
+        out_dtype = float_dtype if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
+    else:
+        out_dtype = float_dtype
+    # leaves tile the image (checked when the forest was made), so every canvas pixel is written
+    # exactly once: no zero fill needed
+    canvas = _alloc((1 if argmax else channels,) + forest.spatial_shape, out_dtype, device)
+    scratch = _Scratch(device, float_dtype)
     for size, ids in _group_leaves(forest):
-        mats = [_resample_matrix(patch, s, mode, t.device) for s in size]
-        for chunk in _chunks(ids, int(np.prod(size)) * t.shape[0]):
-            group = t[:, torch.as_tensor(chunk, device=t.device)].to(dtype)
-            blocks = scratch.take(group.shape[:2] + size)
-            _Blocks(canvas, forest.starts[chunk], size).put(_separable(group, mats, out=blocks))
+        if mode == "nearest":
+            index = _token_indices(size, patch, device)
+        else:
+            mats = [_resample_matrix(patch, s, mode, device) for s in size]
+        for chunk in _chunks(ids, int(np.prod(size)) * channels):
+            group = t[:, torch.as_tensor(chunk, device=device)]
+            if mode == "nearest":
+                blocks = _take_nearest(group, index).to(out_dtype)
+            else:
+                group = group.to(float_dtype)
+                blocks = _separable(group, mats, out=scratch.take(group.shape[:2] + size))
+                if argmax:
+                    blocks = _argmax_channels(blocks, out_dtype)
+            _Blocks(canvas, forest.starts[chunk], size).put(blocks)
     return _restore(canvas, tokens)
+
+
+def _argmax_channels(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``(C, ...)`` scores to ``(1, ...)`` class indices of ``dtype`` (ties to the lower index)."""
+    if x.shape[0] == 2:  # two classes: one comparison, no int64 index temporary
+        return (x[1] > x[0]).to(dtype).unsqueeze(0)
+    return torch.argmax(x, dim=0, keepdim=True).to(dtype)

@@ -31,6 +31,7 @@ overshoot, so at most ``2**D - 2`` tokens are padding when the image has room fo
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -73,16 +74,25 @@ class Forest:
             raise ValueError(f"a forest of length {length} cannot hold {starts.shape[0]} leaves.")
         if (sizes < 1).any() or (starts < 0).any() or (starts + sizes > np.asarray(shape)).any():
             raise ValueError("forest leaves must be non-empty boxes inside spatial_shape.")
-        if starts.shape[0] and int(np.prod(sizes, axis=1).sum()) != math.prod(shape):
-            raise ValueError(
-                f"forest leaves must tile spatial_shape {shape}: their volumes do not add up to the image's."
-            )
+        _check_tiling(starts, sizes, shape)
+        self._set(starts, sizes, shape, length)
+
+    def _set(self, starts: np.ndarray, sizes: np.ndarray, shape: tuple[int, ...], length: int) -> None:
         starts.setflags(write=False)
         sizes.setflags(write=False)
         object.__setattr__(self, "starts", starts)
         object.__setattr__(self, "sizes", sizes)
         object.__setattr__(self, "spatial_shape", shape)
         object.__setattr__(self, "length", length)
+
+    @classmethod
+    def _from_build(cls, starts: np.ndarray, sizes: np.ndarray, shape: tuple[int, ...], length: int) -> Forest:
+        """A forest from :func:`build_forest`, whose leaves tile by construction: no tiling check.
+
+        ``starts``/``sizes`` must be fresh ``(N, D)`` int64 arrays (they are frozen, not copied)."""
+        forest = object.__new__(cls)
+        forest._set(starts, sizes, shape, length)
+        return forest
 
     @property
     def spatial_dims(self) -> int:
@@ -147,18 +157,35 @@ class Forest:
 
     @classmethod
     def from_dict(cls, info: Any) -> Forest:
-        """Inverse of :meth:`to_dict` (also accepts tensors, e.g. after collation of one sample)."""
+        """Inverse of :meth:`to_dict` (also accepts tensors, e.g. a collated batch of one sample).
+
+        The record is validated like any user-made forest (exact tiling); a collated record of
+        several samples is refused: decollate it first (``monai.data.decollate_batch``)."""
         if not isinstance(info, dict):
             raise TypeError(f"forest info must be a dict made by Forest.to_dict, got {type(info).__name__}.")
         try:
-            shape = np.asarray(to_numpy(info["spatial_shape"])).reshape(-1)
-            n = int(np.asarray(to_numpy(info["num_leaves"])).reshape(-1)[0])
-            length = int(np.asarray(to_numpy(info["length"])).reshape(-1)[0])
-            starts = np.asarray(to_numpy(info["starts"])).reshape(-1, shape.size)[:n]
-            sizes = np.asarray(to_numpy(info["sizes"])).reshape(-1, shape.size)[:n]
+            raw = {key: np.asarray(to_numpy(info[key])) for key in ("spatial_shape", "num_leaves", "length")}
+            starts_raw, sizes_raw = np.asarray(to_numpy(info["starts"])), np.asarray(to_numpy(info["sizes"]))
         except KeyError as e:
             raise ValueError(f"forest info is missing the key {e}.") from None
-        return cls(starts, sizes, tuple(int(v) for v in shape), length)
+        batch = raw["num_leaves"].size
+        if batch != 1 or raw["length"].size != 1 or raw["spatial_shape"].ndim > 1 and raw["spatial_shape"].shape[0] > 1:
+            raise ValueError(
+                f"forest info holds the records of {batch} samples (a collated batch); a forest describes one "
+                "sample: decollate first (monai.data.decollate_batch) and depatch each sample with its own record."
+            )
+        shape = raw["spatial_shape"].reshape(-1)
+        n = int(raw["num_leaves"].reshape(-1)[0])
+        length = int(raw["length"].reshape(-1)[0])
+        if shape.size not in (2, 3) or starts_raw.size % shape.size or sizes_raw.size != starts_raw.size:
+            raise ValueError(
+                f"forest info is inconsistent: spatial_shape {shape.tolist()}, starts {starts_raw.shape}, "
+                f"sizes {sizes_raw.shape}; expected (L, D) boxes for D = 2 or 3."
+            )
+        starts, sizes = starts_raw.reshape(-1, shape.size), sizes_raw.reshape(-1, shape.size)
+        if not 0 <= n <= starts.shape[0]:
+            raise ValueError(f"forest info says num_leaves={n} but holds {starts.shape[0]} boxes.")
+        return cls(starts[:n], sizes[:n], tuple(int(v) for v in shape), length)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Forest):
@@ -177,6 +204,36 @@ class Forest:
         return (
             f"Forest(spatial_shape={self.spatial_shape}, length={self.length}, leaves={self.num_leaves}, "
             f"leaf sizes {int(self.sizes.min())}..{int(self.sizes.max())})"
+        )
+
+
+def _check_tiling(starts: np.ndarray, sizes: np.ndarray, shape: tuple[int, ...]) -> None:
+    """Raise ``ValueError`` unless the boxes ``(N, D)`` tile ``shape`` exactly (no gap, no overlap).
+
+    ``O(N 2^D log N)``, independent of the image size. Let ``G`` be the number of boxes covering a
+    pixel minus one. Its ``D``-fold finite difference (the inclusion-exclusion "corner" transform)
+    is ``+-1`` at every box corner (sign ``(-1)^(number of end coordinates)``) minus the image's own
+    corners; ``G`` is the prefix sum of that difference. So every pixel is covered exactly once
+    (``G == 0``) iff the signed corner counts cancel at every point. Boxes inside the image whose
+    volumes add up are not enough: two overlapping leaves and a gap pass that test.
+    """
+    ndim = len(shape)
+    corner_bits = np.array(list(itertools.product((0, 1), repeat=ndim)), dtype=np.int64)  # (2^D, D)
+    signs = (-1) ** corner_bits.sum(1)
+    points = np.where(corner_bits[None].astype(bool), (starts + sizes)[:, None, :], starts[:, None, :])
+    image_points = corner_bits * np.asarray(shape, dtype=np.int64)
+    points = np.concatenate([points.reshape(-1, ndim), image_points])
+    weights = np.concatenate([np.tile(signs, starts.shape[0]), -signs])
+    keys = np.ravel_multi_index(tuple(points.T), tuple(s + 1 for s in shape))
+    order = np.argsort(keys, kind="stable")
+    keys, weights = keys[order], weights[order]
+    first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    totals = np.add.reduceat(weights, first)
+    if totals.any():
+        where = np.unravel_index(int(keys[first[np.flatnonzero(totals)[0]]]), tuple(s + 1 for s in shape))
+        raise ValueError(
+            f"forest leaves must tile spatial_shape {shape} exactly: they overlap or leave a gap "
+            f"(first mismatch at the box corner {tuple(int(v) for v in where)})."
         )
 
 
@@ -308,6 +365,11 @@ def _count_pyramid(score: np.ndarray, bounds: list[list[np.ndarray]], depth: int
     if binary:
         score = score.view(np.uint8)
     max_value = 1.0 if binary else float(score.max()) if score.dtype.kind != "f" else 0.0
+    if max_value * score.size >= 2.0**63:  # the root's sum must fit the int64 accumulator
+        raise ValueError(
+            f"integer score sums can exceed int64: max score {int(score.max())} times {score.size} pixels; "
+            "rescale the score map (e.g. to uint8) or pass it as float."
+        )
     counts = score
     for axis in range(score.ndim):
         counts, max_value = _interval_sums(counts, bounds[axis][depth], axis, max_value)
@@ -370,7 +432,7 @@ def build_forest(score: Any, length: int, min_size: int = 2, fill: str = "area")
     if fill == "area" and split.size < max_splits:
         split = split.concat(_fill_splits(grid, split, max_splits - split.size))
     starts, ends = grid.leaves(split)
-    return Forest(starts, ends - starts, tuple(int(x) for x in shape), length)
+    return Forest._from_build(starts, ends - starts, tuple(int(x) for x in shape), length)
 
 
 class _Nodes:

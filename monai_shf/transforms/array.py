@@ -83,7 +83,7 @@ class HierarchicalPatch(InvertibleTransform):
         mode: ``"area"`` (images), ``"nearest"`` (hard labels) or ``"fraction"`` (soft labels, needs
             ``num_classes``); see :func:`monai_shf.forest.serialize`.
         inverse_mode: depatching mode, ``"linear"`` or ``"nearest"``; default from ``mode``.
-        num_classes: ``K`` for ``mode="fraction"``.
+        num_classes: ``K`` for ``mode="fraction"`` (required there).
         padding_value: value of padding tokens (e.g. a loss ``ignore_index`` for hard labels).
         kernel_size, thresholds, channel_reduction, edge_method: the edge map (see :class:`EdgeMap`).
         min_size, fill: forest build (see :func:`monai_shf.forest.build_forest`).
@@ -112,6 +112,8 @@ class HierarchicalPatch(InvertibleTransform):
         self.mode = check_choice(mode, "mode", SERIALIZE_MODES)
         self.inverse_mode = check_choice(inverse_mode or default_inverse_mode(mode), "inverse_mode", DESERIALIZE_MODES)
         self.num_classes = None if num_classes is None else check_int(num_classes, "num_classes", 1)
+        if self.mode == "fraction" and self.num_classes is None:
+            raise ValueError("num_classes is required for mode='fraction' (K class channels in every sample).")
         self.padding_value = float(padding_value)
         self.edges = EdgeMap(kernel_size, thresholds, channel_reduction, edge_method)
         self.fill = check_choice(fill, "fill", FILL_MODES)

@@ -85,7 +85,7 @@ class HierarchicalPatchd(MapTransform, InvertibleTransform):
         mode: serialisation mode per key (or one for all): ``"area"`` (images), ``"nearest"`` (hard
             labels), ``"fraction"`` (soft labels). Default ``"area"``.
         inverse_mode: depatching mode per key, ``"linear"``/``"nearest"``; default from ``mode``.
-        num_classes: ``K`` per key for ``"fraction"``.
+        num_classes: ``K`` per key, required for the keys whose mode is ``"fraction"``.
         padding_value: value of padding tokens per key (e.g. a loss ``ignore_index`` for labels).
         kernel_size: Gaussian kernel side of the edge map (odd; default 3).
         thresholds: Canny ``(low, high)`` on the 8-bit scale (default ``(50, 100)``).
@@ -130,6 +130,7 @@ class HierarchicalPatchd(MapTransform, InvertibleTransform):
             length,
             patch_size,
             mode=self.mode[0],
+            num_classes=self.num_classes[0],
             kernel_size=kernel_size,
             thresholds=thresholds,
             min_size=min_size,
@@ -144,6 +145,8 @@ class HierarchicalPatchd(MapTransform, InvertibleTransform):
                 check_choice(inverse_, "inverse_mode", DESERIALIZE_MODES)
             if classes is not None:
                 check_int(classes, "num_classes", 1)
+            elif mode_ == "fraction":
+                raise ValueError("num_classes is required for every key whose mode is 'fraction'.")
         self.ref_key, self.score_key = ref_key, score_key
         self.geom_key, self.token_mask_key = geom_key, token_mask_key
 

@@ -211,9 +211,10 @@ def test_padding_tokens_are_zero_and_ignored(rng):
         (lambda f: serialize(np.zeros((1, 32, 32)), f, 4.0), TypeError, "patch_size"),
         (lambda f: serialize(np.full((1, 32, 32), np.nan), f, 4), ValueError, "NaN"),
         (lambda f: serialize(np.zeros((1, 32, 32)), f, 4, mode="cubic"), ValueError, "mode"),
-        (lambda f: serialize(np.zeros((2, 32, 32)), f, 4, mode="fraction"), ValueError, "one-channel"),
+        (lambda f: serialize(np.zeros((2, 32, 32)), f, 4, mode="fraction", num_classes=2), ValueError, "one-channel"),
+        (lambda f: serialize(np.zeros((1, 32, 32)), f, 4, mode="fraction"), ValueError, "num_classes is required"),
         (lambda f: serialize(np.full((1, 32, 32), 3), f, 4, mode="fraction", num_classes=2), ValueError, "num_classes"),
-        (lambda f: serialize(np.full((1, 32, 32), 0.5), f, 4, mode="fraction"), ValueError, "integer"),
+        (lambda f: serialize(np.full((1, 32, 32), 0.5), f, 4, mode="fraction", num_classes=2), ValueError, "integer"),
         (lambda f: serialize(np.zeros((1, 32, 32)), "forest", 4), TypeError, "forest"),
         (lambda f: deserialize(np.zeros((1, 9, 4, 4)), f), ValueError, "L=9"),
         (lambda f: deserialize(np.zeros((1, 10, 4, 3)), f), ValueError, "equal sides"),
@@ -226,3 +227,162 @@ def test_bad_input(call, error, match):
     forest = build_forest(np.zeros((32, 32)), 10)
     with pytest.raises(error, match=match):
         call(forest)
+
+
+# --- regression tests of issue 6 -------------------------------------------------------------
+
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")),
+]
+
+
+def test_fraction_without_num_classes_is_an_error():
+    """Issue 6 item 1: K was inferred per sample (max + 1), so channel counts differed across samples."""
+    forest = build_forest(np.zeros((32, 32)), 10)
+    with pytest.raises(ValueError, match="num_classes is required"):
+        serialize(np.zeros((1, 32, 32), np.uint8), forest, 4, mode="fraction")
+    # with K given, an all-background sample has the same K channels as any other
+    tokens = serialize(np.zeros((1, 32, 32), np.uint8), forest, 4, mode="fraction", num_classes=3)
+    assert tokens.shape[0] == 3 and np.all(tokens[0, : forest.num_leaves] == 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_finite_values_near_the_dtype_maximum_give_finite_tokens(dtype):
+    """Issue 6 item 5: finite float32 values near the maximum were reported as NaN/inf."""
+    top = float(np.finfo(dtype).max)
+    image = np.full((2, 64, 64), top * 0.9, dtype=dtype)
+    image[1, :32] = top * 0.5
+    forest = build_forest(np.random.default_rng(0).random((64, 64)) < 0.05, 30)
+    tokens = serialize(image, forest, 8)
+    expected = _reference_area(image.astype(np.float64), forest, 8)
+    np.testing.assert_allclose(tokens, expected, rtol=1e-3)
+    assert np.isfinite(tokens).all()
+    t_tokens = serialize(torch.from_numpy(image), forest, 8)
+    np.testing.assert_allclose(t_tokens.numpy(), expected, rtol=1e-3)
+    image[0, 5, 7] = np.inf  # real infinities are still caught
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        serialize(image, forest, 8)
+
+
+def test_bfloat16_images_and_tokens(rng):
+    """Issue 6 item 5: bfloat16 passed validation and then crashed inside numpy."""
+    forest = _mixed_forest()
+    image = torch.from_numpy(rng.random((2, 48, 80)).astype(np.float32)).to(torch.bfloat16)
+    area = serialize(image, forest, 4)
+    assert area.dtype == torch.float32
+    np.testing.assert_allclose(area.numpy(), serialize(image.float(), forest, 4).numpy(), atol=1e-6)
+    nearest = serialize(image, forest, 4, mode="nearest")
+    assert nearest.dtype == torch.bfloat16
+    assert torch.equal(nearest.float(), serialize(image.float(), forest, 4, mode="nearest"))
+    for mode in ("linear", "nearest"):
+        out = deserialize(nearest, forest, mode)
+        assert out.dtype == torch.float32
+        assert torch.equal(out, deserialize(nearest.float(), forest, mode))
+
+
+def _small_leaf_forest() -> Forest:
+    """A 16x16 image: a 2x2 leaf, its 2x2 / 4x4 / 8x8 neighbours (sides below, at and above p = 8)."""
+    starts = [[0, 0], [0, 2], [2, 0], [2, 2], [0, 4], [4, 0], [4, 4], [0, 8], [8, 0], [8, 8]]
+    sizes = [[2, 2], [2, 2], [2, 2], [2, 2], [4, 4], [4, 4], [4, 4], [8, 8], [8, 8], [8, 8]]
+    return Forest(np.array(starts), np.array(sizes), (16, 16), 12)
+
+
+def test_linear_depatching_of_small_leaves_averages_the_whole_token(rng):
+    """Issue 6 item 9: a 2x2 leaf sampled 4 of its token's 64 values; it is the mean of 4x4 blocks."""
+    forest = _small_leaf_forest()
+    tokens = rng.random((2, 12, 8, 8)).astype(np.float32)
+    out = deserialize(tokens, forest, "linear")
+    for (r, c), (h, w) in zip(forest.starts, forest.sizes):
+        k = 8 // h
+        if k > 1:  # leaf pixel (i, j) = mean of the k x k token block it covers
+            expected = tokens[:, forest.leaf_index_map()[r, c]].reshape(2, h, k, w, k).mean(axis=(2, 4))
+            np.testing.assert_allclose(out[:, r : r + h, c : c + w], expected, rtol=1e-6)
+    # leaves at least as large as the token still interpolate: an 8x8 leaf is its token
+    n8 = int(np.flatnonzero(forest.sizes[:, 0] == 8)[0])
+    r, c = forest.starts[n8]
+    np.testing.assert_allclose(out[:, r : r + 8, c : c + 8], tokens[:, n8], rtol=1e-6)
+    # the area adjoint inverts area serialisation of such leaves (constant over each leaf pixel's block)
+    image = rng.random((1, 16, 16)).astype(np.float32)
+    np.testing.assert_allclose(deserialize(serialize(image, forest, 8), forest, "linear"), image, rtol=1e-6)
+
+
+@pytest.mark.parametrize("num_classes", [2, 3, 300])
+@pytest.mark.parametrize("mode", ["linear", "nearest"])
+def test_argmax_is_the_argmax_of_the_depatched_scores(num_classes, mode, rng):
+    """Issue 6 item 11: class indices written directly, smallest integer dtype."""
+    forest = _mixed_forest()
+    tokens = rng.random((num_classes, forest.length, 4, 4)).astype(np.float32)
+    labels = deserialize(tokens, forest, mode, argmax=True)
+    assert labels.shape == (1, 48, 80)
+    assert labels.dtype == (np.uint8 if num_classes <= 256 else np.int16)
+    scores = deserialize(tokens, forest, mode)
+    expected = scores.argmax(0)
+    sorted_scores = np.sort(scores, axis=0)
+    clear = sorted_scores[-1] - sorted_scores[-2] > 1e-5  # (float rounding may flip exact near-ties)
+    np.testing.assert_array_equal(labels[0][clear], expected[clear])
+    assert clear.mean() > 0.99
+    t_labels = deserialize(torch.from_numpy(tokens), forest, mode, argmax=True)
+    assert torch.equal(t_labels, torch.from_numpy(labels))
+
+
+def test_argmax_needs_no_float_canvas():
+    """Issue 6 item 11: no K x H x W float canvas; about 1 B/px (the uint8 output) plus small chunks."""
+    import tracemalloc
+
+    side = 2048
+    forest = build_forest(np.random.default_rng(0).random((side, side)) < 0.01, 1024)
+    tokens = np.random.default_rng(1).random((2, forest.length, 8, 8)).astype(np.float32)
+    deserialize(tokens, forest, argmax=True)  # warm up torch's lazy initialisation
+    tracemalloc.start()
+    labels = deserialize(tokens, forest, argmax=True)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert labels.dtype == np.uint8
+    # the float canvas alone would be 8 B/px (32 MiB); the output is 4 MiB, the chunk scratch <= 8 MiB
+    assert peak < side * side + 10 * 2**20, peak
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int64, bool])
+def test_nearest_depatching_keeps_integer_dtypes(dtype, rng):
+    """Issue 6 item 11: integer tokens in, the same integer dtype out (was float32)."""
+    forest = _mixed_forest()
+    label = (rng.random((1, 48, 80)) * 3).astype(dtype)
+    tokens = serialize(label, forest, 4, mode="nearest")
+    out = deserialize(tokens, forest, "nearest")
+    assert out.dtype == np.dtype(dtype)
+    expected = deserialize(tokens.astype(np.float64), forest, "nearest")
+    np.testing.assert_array_equal(out, expected.astype(dtype))
+
+
+def test_argmax_must_be_a_bool():
+    forest = build_forest(np.zeros((32, 32)), 10)
+    with pytest.raises(TypeError, match="argmax"):
+        deserialize(np.zeros((2, 10, 4, 4)), forest, argmax="yes")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_tokens_and_depatched_outputs_stay_on_the_input_device(device, rng):
+    """Issue 6 item 16 (forest part): tokens, depatched outputs and class maps on the input's device."""
+    forest = _mixed_forest()
+    image = torch.from_numpy(rng.random((3, 48, 80)).astype(np.float32)).to(device)
+    label = torch.from_numpy((rng.random((1, 48, 80)) * 3).astype(np.uint8)).to(device)
+    outputs = {
+        "area": serialize(image, forest, 4),
+        "nearest": serialize(label, forest, 4, mode="nearest"),
+        "fraction": serialize(label, forest, 4, mode="fraction", num_classes=3),
+    }
+    outputs["linear"] = deserialize(outputs["fraction"], forest, "linear")
+    outputs["nearest back"] = deserialize(outputs["nearest"], forest, "nearest")
+    outputs["argmax linear"] = deserialize(outputs["fraction"], forest, "linear", argmax=True)
+    outputs["argmax nearest"] = deserialize(outputs["fraction"], forest, "nearest", argmax=True)
+    for name, out in outputs.items():
+        assert out.device.type == torch.device(device).type, name
+    assert outputs["nearest back"].dtype == torch.uint8
+    # same values as the CPU (numpy) path
+    np.testing.assert_array_equal(
+        outputs["nearest back"].cpu().numpy(),
+        deserialize(serialize(label.cpu().numpy(), forest, 4, "nearest"), forest, "nearest"),
+    )
+    cpu = deserialize(outputs["fraction"].cpu().numpy(), forest, "nearest", argmax=True)
+    np.testing.assert_array_equal(outputs["argmax nearest"].cpu().numpy(), cpu)

@@ -316,3 +316,71 @@ def test_forest_record_validation():
         Forest.from_dict({"starts": np.zeros((1, 2))})
     with pytest.raises(ValueError, match="tile"):
         Forest(np.zeros((2, 2)), np.full((2, 2), 2), (64, 64), 2)
+
+
+# --- regression tests of issue 6 -------------------------------------------------------------
+
+
+def test_overlapping_or_gapped_leaves_are_rejected():
+    """Issue 6 item 4: leaves whose volumes add up but overlap and leave a gap were accepted."""
+    # two 2x4 leaves over the top half of a 4x4 image: the volumes add up to 16, the bottom half is a gap
+    starts, sizes = np.array([[0, 0], [0, 0]]), np.array([[2, 4], [2, 4]])
+    with pytest.raises(ValueError, match="overlap or leave a gap"):
+        Forest(starts, sizes, (4, 4), 2)
+    # a corrupted record (one box moved by a pixel) never reaches deserialize
+    record = build_forest(np.random.default_rng(0).random((32, 48)) < 0.1, 40).to_dict()
+    record["starts"] = record["starts"].copy()
+    record["starts"][3, 1] += 1
+    with pytest.raises(ValueError, match="overlap or leave a gap"):
+        Forest.from_dict(record)
+    # 3D: an octant duplicated in place of its neighbour
+    forest = build_forest(np.zeros((8, 8, 8)), 8)
+    starts = forest.starts.copy()
+    starts[1] = starts[0]
+    with pytest.raises(ValueError, match="overlap or leave a gap"):
+        Forest(starts, forest.sizes, (8, 8, 8), 8)
+
+
+@pytest.mark.parametrize("shape,length", [((64, 64), 100), ((37, 91), 57), ((16, 12, 20), 200), ((5, 1, 9), 44)])
+def test_built_forests_pass_the_tiling_check(shape, length):
+    forest = build_forest(np.random.default_rng(1).random(shape) < 0.2, length, min_size=1)
+    again = Forest(forest.starts, forest.sizes, forest.spatial_shape, forest.length)
+    assert again == forest
+    assert Forest.from_dict(forest.to_dict()) == forest
+    # any permutation of the leaves is still a tiling
+    order = np.random.default_rng(2).permutation(forest.num_leaves)
+    Forest(forest.starts[order], forest.sizes[order], forest.spatial_shape, forest.length)
+
+
+def test_collated_record_is_refused_with_a_clear_error():
+    """Issue 6 item 5: a collated record (batch > 1) gave an obscure "spatial_shape" error."""
+    records = [build_forest(np.zeros((32, 32)), n).to_dict() for n in (4, 7)]
+    records[0]["length"] = records[1]["length"] = 7
+    for r in records:
+        r["starts"], r["sizes"] = np.resize(r["starts"], (7, 2)), np.resize(r["sizes"], (7, 2))
+    collated = {k: torch.stack([torch.as_tensor(np.asarray(r[k])) for r in records]) for k in records[0]}
+    with pytest.raises(ValueError, match="decollate"):
+        Forest.from_dict(collated)
+    # a batch of one is one sample's record
+    single = {k: torch.as_tensor(np.asarray(v))[None] for k, v in records[1].items()}
+    assert Forest.from_dict(single) == build_forest(np.zeros((32, 32)), 7)
+
+
+def test_integer_score_sums_beyond_int64_are_an_error():
+    """Issue 6 item 5: sums above int64 wrapped silently (a 64x64 map of 2**62 built a forest)."""
+    with pytest.raises(ValueError, match="int64"):
+        build_forest(np.full((64, 64), 2**62, dtype=np.int64), 16)
+    with pytest.raises(ValueError, match="int64"):
+        build_forest(np.full((64, 64), np.iinfo(np.uint64).max, dtype=np.uint64), 16)
+    # large values whose sums still fit are exact
+    score = np.zeros((64, 64), dtype=np.int64)
+    score[40, 40] = 2**50
+    score[10, 10] = 2**50 - 1
+    assert build_forest(score, 4) == build_forest(score > 0, 4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_scores(dtype):
+    """Issue 6 item 5: bfloat16 passed validation, then crashed inside numpy."""
+    score = torch.from_numpy((np.random.default_rng(3).random((64, 64)) < 0.1).astype(np.float32))
+    assert build_forest(score.to(dtype), 40) == build_forest(score, 40)

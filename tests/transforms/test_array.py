@@ -140,3 +140,10 @@ def test_mask_padding_tokens():
         MaskPaddingTokens()(tokens, torch.ones(4, dtype=torch.bool))
     with pytest.raises(ValueError, match="token_mask_key"):
         MaskPaddingTokensd(["pred"])({"pred": tokens})
+
+
+def test_fraction_without_num_classes_fails_at_construction():
+    """Issue 6 item 1: the error came per sample, in the middle of an epoch (or never: K = max + 1)."""
+    with pytest.raises(ValueError, match="num_classes"):
+        HierarchicalPatch(64, 8, mode="fraction")
+    assert HierarchicalPatch(64, 8, mode="fraction", num_classes=3).num_classes == 3

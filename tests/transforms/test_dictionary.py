@@ -288,3 +288,13 @@ def test_bad_arguments(kwargs, error, match):
         HierarchicalPatchd(**args)
     with pytest.raises((ValueError, TypeError)):
         RandHierarchicalPatchd(["image"], 64, 8, kernel_sizes=(2, 3))
+
+
+@pytest.mark.parametrize("cls", [HierarchicalPatchd, RandHierarchicalPatchd])
+def test_fraction_without_num_classes_fails_at_construction(cls):
+    """Issue 6 item 1: the error came per sample, in the middle of an epoch (or never: K = max + 1)."""
+    with pytest.raises(ValueError, match="num_classes"):
+        cls(["image", "label"], 64, 8, mode=["area", "fraction"])
+    with pytest.raises(ValueError, match="num_classes"):
+        cls(["label"], 64, 8, mode="fraction")
+    cls(["label"], 64, 8, mode="fraction", num_classes=3)  # the first key may be the fraction key
