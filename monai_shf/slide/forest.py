@@ -1,0 +1,239 @@
+"""The forest of a whole slide, built from the edge map of one low-resolution pyramid level.
+
+The edge map is computed on a *grid*: one pyramid level (the finest whose longer side is at most
+``max_side``, or ``forest_level``), or, when no level is that small, the coarsest level reduced by the
+integer factor ``f = ceil(longer side / max_side)`` (OpenCV ``INTER_AREA`` block means, band by band).
+The grid's edges are computed band by band (:func:`monai_shf.forest.edges.canny_bands`), then
+:func:`~monai_shf.forest.build_forest` builds the forest on the grid with every option it has (exact
+``L``, Z-order, tie-break, ``fill``, ...). Grid boundaries ``g`` map to level-0 boundaries
+``floor(g * s + 0.5)`` (``s``: level-0 pixels per grid pixel along the axis, see
+:attr:`~monai_shf.slide.Slide.level_scales`), the last one to the slide's side, so the leaves tile
+``slide.shape`` exactly, keep their Z-order, and non-integer downsamples need no special case (a
+monotone map of shared boundaries cannot open gaps or overlaps).
+
+``min_size`` is in **level-0 pixels**, like the forest it constrains: the grid build uses
+``max(1, ceil(min_size / s_min))`` grid pixels (``s_min`` the smaller axis scale), so no leaf is
+smaller than ``min_size`` level-0 pixels, and no leaf is smaller than one grid pixel (``s`` level-0
+pixels) whatever ``min_size`` says: the edge map has no finer information.
+
+Memory: one band of the grid image (``band_rows x grid width x C`` bytes, plus the source rows of one
+band when a factor ``f`` is applied, read in chunks of at most ``_SOURCE_CHUNK_BYTES``) and the grid's
+bool edge map (1 byte per grid pixel), plus the slide's tile cache; never the slide's area.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import cv2 as cv
+import numpy as np
+
+from monai_shf.forest import Forest, build_forest, check_edge_args
+from monai_shf.forest.edges import edge_map
+from monai_shf.validation import check_int
+
+from .reader import Slide, open_slide
+
+try:  # the band-wise edge implementation (issue 6); until it lands, edge_map of the whole grid
+    from monai_shf.forest.edges import canny_bands
+except ImportError:  # pragma: no cover - removed once canny_bands is on main
+    canny_bands = None
+
+__all__ = ["build_slide_forest", "slide_edge_map", "forest_grid"]
+
+# source pixels read at once when a level is reduced by an integer factor on the fly
+_SOURCE_CHUNK_BYTES = 64 << 20
+
+
+def forest_grid(slide: Slide, max_side: int = 8192, forest_level: int | None = None) -> tuple[int, int]:
+    """``(level, factor)`` of the grid the edge map is computed on (see the module docstring).
+
+    Raises:
+        ValueError: ``forest_level`` out of range (the message names the file and its levels).
+    """
+    max_side = check_int(max_side, "max_side", 1)
+    if forest_level is not None:
+        return slide.check_level(forest_level, "forest_level"), 1
+    for level, shape in enumerate(slide.level_shapes):
+        if max(shape) <= max_side:
+            return level, 1
+    level = slide.level_count - 1
+    return level, math.ceil(max(slide.level_shapes[level]) / max_side)
+
+
+def _row_reader(slide: Slide, level: int, factor: int, grid: tuple[int, int]) -> Callable[[int, int], np.ndarray]:
+    """``read_rows(r0, r1) -> (C, r1 - r0, grid_w)`` rows of the grid image in the slide's dtype
+    (``uint8`` for bool, ``float32`` for dtypes OpenCV cannot average)."""
+    gw = grid[1]
+    c = slide.num_channels
+    itemsize = np.dtype(slide.dtype).itemsize
+
+    def native(rows: np.ndarray) -> np.ndarray:
+        if rows.dtype == bool:
+            return rows.view(np.uint8)
+        if rows.dtype not in (np.uint8, np.uint16, np.int16, np.float32, np.float64):
+            return rows.astype(np.float32)
+        return rows
+
+    if factor == 1:
+        return lambda r0, r1: native(slide.read(level, (r0, 0), (r1 - r0, gw)))
+
+    per_grid_row = factor * gw * factor * c * itemsize
+    chunk = max(1, _SOURCE_CHUNK_BYTES // per_grid_row)
+
+    def read_rows(r0: int, r1: int) -> np.ndarray:
+        out = None
+        for a in range(r0, r1, chunk):
+            b = min(r1, a + chunk)
+            src = native(slide.read(level, (a * factor, 0), ((b - a) * factor, gw * factor)))
+            if out is None:
+                out = np.empty((c, r1 - r0, gw), dtype=src.dtype)
+            for ch in range(c):
+                cv.resize(src[ch], (gw, b - a), dst=out[ch, a - r0 : b - r0], interpolation=cv.INTER_AREA)
+        return out
+
+    return read_rows
+
+
+def _uint8_rows(read_rows: Callable[[int, int], np.ndarray], height: int, dtype: np.dtype, band_rows: int) -> Callable:
+    """``read_rows`` brought to uint8 the way :func:`~monai_shf.forest.edge_map` does for a whole
+    image: uint8 and bool as they are, anything else min-max scaled over the *whole grid* (one extra
+    pass to find the range), so the bands agree with each other."""
+    if dtype in (np.uint8, bool):
+        return read_rows
+    lo, hi = math.inf, -math.inf
+    for r0 in range(0, height, band_rows):
+        rows = read_rows(r0, min(height, r0 + band_rows))
+        lo, hi = min(lo, float(rows.min())), max(hi, float(rows.max()))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError("the slide holds NaN or infinite values: no edge map can be computed.")
+
+    def scaled(r0: int, r1: int) -> np.ndarray:
+        rows = read_rows(r0, r1)
+        if hi <= lo:
+            return np.zeros(rows.shape, dtype=np.uint8)
+        x = (rows.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+        return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+    return scaled
+
+
+def slide_edge_map(
+    slide: Slide | str | os.PathLike,
+    max_side: int = 8192,
+    forest_level: int | None = None,
+    kernel_size: int = 3,
+    thresholds: Sequence[float] = (50, 100),
+    channel_reduction: str = "max",
+    band_rows: int = 1024,
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """Edge map of a slide on its forest grid.
+
+    Args:
+        slide: a :class:`~monai_shf.slide.Slide` or a path (opened and closed here).
+        max_side, forest_level: choose the grid (module docstring).
+        kernel_size, thresholds, channel_reduction: as :func:`~monai_shf.forest.edge_map`.
+        band_rows: grid rows per band.
+
+    Returns:
+        ``(edges, (sy, sx))``: ``(h, w)`` bool edge map of the grid and the level-0 pixels per grid
+        pixel along each axis.
+    """
+    owned = not isinstance(slide, Slide)
+    slide = open_slide(slide)
+    try:
+        check_edge_args(kernel_size, thresholds)
+        band_rows = check_int(band_rows, "band_rows", 1)
+        level, factor = forest_grid(slide, max_side, forest_level)
+        h, w = slide.level_shapes[level]
+        grid = (max(1, h // factor), max(1, w // factor))
+        if factor > 1 and (h < factor or w < factor):
+            factor = 1  # a sliver of a level thinner than the factor: use the level as it is
+            grid = (h, w)
+        read_rows = _uint8_rows(_row_reader(slide, level, factor, grid), grid[0], np.dtype(slide.dtype), band_rows)
+        if canny_bands is not None:
+            edges = canny_bands(
+                read_rows,
+                grid,
+                kernel_size=kernel_size,
+                thresholds=thresholds,
+                channel_reduction=channel_reduction,
+                band_rows=band_rows,
+            )
+        else:  # pragma: no cover - until canny_bands is on main: the grid image in memory
+            image = np.concatenate([read_rows(r, min(grid[0], r + band_rows)) for r in range(0, grid[0], band_rows)], 1)
+            edges = edge_map(image, kernel_size=kernel_size, thresholds=thresholds, channel_reduction=channel_reduction)
+        sy, sx = slide.level_scales[level]
+        return np.asarray(edges, dtype=bool), (sy * factor, sx * factor)
+    finally:
+        if owned:
+            slide.close()
+
+
+def _to_level0(bounds: np.ndarray, scale: float, grid_side: int, side: int) -> np.ndarray:
+    """Grid boundaries to level-0 boundaries: ``floor(g * scale + 0.5)``, the grid's end to ``side``
+    (a monotone map of the shared boundaries, so mapped leaves still tile)."""
+    out = np.floor(bounds * scale + 0.5).astype(np.int64)
+    out[bounds >= grid_side] = side
+    return np.minimum(out, side)
+
+
+def build_slide_forest(
+    slide: Slide | str | os.PathLike,
+    length: int,
+    max_side: int = 8192,
+    forest_level: int | None = None,
+    kernel_size: int = 3,
+    thresholds: Sequence[float] = (50, 100),
+    min_size: int = 2,
+    fill: str = "area",
+    channel_reduction: str = "max",
+    band_rows: int = 1024,
+    **forest_kwargs: Any,
+) -> Forest:
+    """Build the SHF forest of a whole slide in level-0 pixel coordinates.
+
+    Args:
+        slide: a :class:`~monai_shf.slide.Slide` or a slide path (opened and closed here).
+        length: the token budget ``L >= 1`` (exactly ``L`` tokens, as :func:`~monai_shf.forest.build_forest`).
+        max_side: the edge map is computed on the finest level whose longer side is ``<= max_side``
+            (or a reduction of the coarsest level to that size).
+        forest_level: compute the edge map on this level instead (out of range: ``ValueError``).
+        kernel_size, thresholds, channel_reduction: edge parameters of :func:`~monai_shf.forest.edge_map`.
+        min_size: smallest leaf side in **level-0 pixels** (module docstring).
+        fill: ``"area"`` or ``"pad"``, as :func:`~monai_shf.forest.build_forest`.
+        band_rows: grid rows per edge band (memory).
+        **forest_kwargs: any further option of :func:`~monai_shf.forest.build_forest`.
+
+    Returns:
+        the :class:`~monai_shf.forest.Forest` over ``slide.shape``, leaves in Z-order.
+    """
+    owned = not isinstance(slide, Slide)
+    slide = open_slide(slide)
+    try:
+        length = check_int(length, "length", 1)
+        min_size = check_int(min_size, "min_size", 1)
+        if min_size > max(slide.shape):
+            raise ValueError(f"min_size ({min_size}) is larger than every side of {slide.path}, shaped {slide.shape}.")
+        edges, (sy, sx) = slide_edge_map(
+            slide, max_side, forest_level, kernel_size, thresholds, channel_reduction, band_rows
+        )
+        grid_min = min(max(1, math.ceil(min_size / min(sy, sx))), max(edges.shape))
+        grid_forest = build_forest(edges, length, min_size=grid_min, fill=fill, **forest_kwargs)
+        del edges
+        h, w = slide.shape
+        gh, gw = grid_forest.spatial_shape
+        ends = grid_forest.starts + grid_forest.sizes
+        y0 = _to_level0(grid_forest.starts[:, 0], sy, gh, h)
+        y1 = _to_level0(ends[:, 0], sy, gh, h)
+        x0 = _to_level0(grid_forest.starts[:, 1], sx, gw, w)
+        x1 = _to_level0(ends[:, 1], sx, gw, w)
+        starts = np.stack([y0, x0], axis=1)
+        sizes = np.stack([y1 - y0, x1 - x0], axis=1)
+        return Forest(starts, sizes, (h, w), grid_forest.length)
+    finally:
+        if owned:
+            slide.close()

@@ -1,0 +1,180 @@
+"""Tokens of a whole slide: every leaf read from the pyramid level that matches its size.
+
+Level choice, per leaf: a level-0 box ``[a, b)`` maps to ``[floor(a / s + 0.5), floor(b / s + 0.5))``
+on a level of scale ``s`` (:attr:`~monai_shf.slide.Slide.level_scales`, per axis; the same monotone
+map for every leaf, so the mapped boxes still tile the level). The leaf is read from the **coarsest
+level where its mapped box is at least ``p`` pixels along both axes** (level 0 when none is: leaves
+smaller than ``p``), never coarser than ``max_level``. A leaf of ``p * 2**k`` level-0 pixels on a 2x
+pyramid is therefore read from level ``k`` as exactly ``p x p`` pixels, and the finest levels are
+decoded only where the forest has small leaves.
+
+Resampling is :func:`monai_shf.forest.serialize` itself (same rules for ``"area"``, ``"nearest"``
+and ``"fraction"``): the regions of leaves with equal mapped sizes are stacked into one image that a
+one-column forest tiles, and serialised together. On a pyramid whose levels are exact 2x area means
+(OpenCV ``INTER_AREA`` halvings, as ``serialize``'s own pyramid) the tokens of power-of-two leaves are
+those of in-memory ``serialize`` of level 0.
+
+Reading order: per level, leaves sorted by the storage tile (row-major) of their box's first pixel;
+a mapped box is at most ``2p``-``4p`` pixels, so it touches at most 2 x 2 tiles and a cache holding
+two rows of tiles decodes every tile once (the default cache does at 64K^2).
+
+Memory: the ``(C, L, p, p)`` output plus one chunk of regions (at most ``_CHUNK_BYTES``, or one leaf's
+region when a slide has no level coarse enough for it) and the slide's tile cache.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from monai_shf.forest import SERIALIZE_MODES, Forest, serialize
+from monai_shf.validation import check_choice, check_int
+
+from .reader import Slide, open_slide
+
+__all__ = ["serialize_slide", "leaf_levels"]
+
+# bytes of leaf regions serialised together
+_CHUNK_BYTES = 32 << 20
+
+
+def _map_bounds(values: np.ndarray, scale: float, side: int) -> np.ndarray:
+    return np.minimum(np.floor(values / scale + 0.5).astype(np.int64), side)
+
+
+def leaf_levels(
+    slide: Slide, forest: Forest, patch_size: int, max_level: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The level each leaf is read from, and its box there.
+
+    Args:
+        slide: the slide (``slide.shape == forest.spatial_shape``).
+        forest: the slide's forest.
+        patch_size: token side ``p``.
+        max_level: coarsest level allowed (None: all).
+
+    Returns:
+        ``(levels (N,), starts (N, 2), sizes (N, 2))``: int64 level per leaf and its box in that
+        level's pixels (row, col).
+    """
+    p = check_int(patch_size, "patch_size", 1)
+    top = slide.level_count - 1 if max_level is None else slide.check_level(max_level, "max_level")
+    n = forest.num_leaves
+    levels = np.zeros(n, dtype=np.int64)
+    starts = forest.starts.copy()
+    sizes = forest.sizes.copy()
+    ends = forest.starts + forest.sizes
+    for level in range(1, top + 1):
+        (sy, sx), (h, w) = slide.level_scales[level], slide.level_shapes[level]
+        y0, y1 = _map_bounds(forest.starts[:, 0], sy, h), _map_bounds(ends[:, 0], sy, h)
+        x0, x1 = _map_bounds(forest.starts[:, 1], sx, w), _map_bounds(ends[:, 1], sx, w)
+        fits = (y1 - y0 >= p) & (x1 - x0 >= p)
+        levels[fits] = level
+        starts[fits] = np.stack([y0[fits], x0[fits]], axis=1)
+        sizes[fits] = np.stack([y1[fits] - y0[fits], x1[fits] - x0[fits]], axis=1)
+    return levels, starts, sizes
+
+
+def _check(slide: Slide, forest: Any, patch: int, mode: str, num_classes: Any) -> int | None:
+    if not isinstance(forest, Forest):
+        raise TypeError(f"forest must be a monai_shf.forest.Forest, got {type(forest).__name__}.")
+    if forest.spatial_shape != tuple(slide.shape):
+        raise ValueError(
+            f"the forest tiles {forest.spatial_shape} but {slide.path} is shaped {slide.shape} at level 0: "
+            f"build the forest on this slide (build_slide_forest)."
+        )
+    if min(slide.shape) < patch:
+        raise ValueError(f"{slide.path} ({slide.shape}) is smaller than the token side patch_size={patch}.")
+    if mode != "fraction":
+        return None
+    if slide.num_channels != 1:
+        raise ValueError(f"mode='fraction' needs a one-channel label slide, {slide.path} has {slide.num_channels}.")
+    if num_classes is None:
+        raise ValueError("mode='fraction' on a slide needs num_classes (it cannot be inferred without reading it all).")
+    return check_int(num_classes, "num_classes", 1)
+
+
+def serialize_slide(
+    slide: Slide | str | os.PathLike,
+    forest: Forest,
+    patch_size: int,
+    mode: str = "area",
+    num_classes: int | None = None,
+    max_level: int | None = None,
+) -> np.ndarray:
+    """Resample every leaf of ``forest`` in ``slide`` to a ``p x p`` token, reading from the pyramid.
+
+    Args:
+        slide: a :class:`~monai_shf.slide.Slide` or a slide path (opened and closed here).
+        forest: a forest over ``slide.shape`` in level-0 pixels (:func:`~monai_shf.slide.build_slide_forest`).
+        patch_size: token side ``p`` (``<=`` the slide's shorter side).
+        mode: ``"area"`` (images), ``"nearest"`` (hard labels) or ``"fraction"`` (one-channel class
+            labels to ``num_classes`` per-class fractions), as :func:`~monai_shf.forest.serialize`.
+        num_classes: ``K`` for ``"fraction"`` (required).
+        max_level: coarsest level to read from (e.g. 0 for exact class fractions of a label slide
+            whose reduced levels are not class maps).
+
+    Returns:
+        ``(C, L, p, p)`` numpy tokens (``(K, L, p, p)`` for ``"fraction"``): float32 for ``"area"``
+        and ``"fraction"`` (float64 slides give float64), the slide's dtype for ``"nearest"``; padding
+        tokens zero.
+    """
+    mode = check_choice(mode, "mode", SERIALIZE_MODES)
+    patch = check_int(patch_size, "patch_size", 1)
+    owned = not isinstance(slide, Slide)
+    slide = open_slide(slide)
+    try:
+        k = _check(slide, forest, patch, mode, num_classes)
+        levels, starts, sizes = leaf_levels(slide, forest, patch, max_level)
+        channels = k if mode == "fraction" else slide.num_channels
+        if mode == "nearest":
+            dtype = np.dtype(slide.dtype)
+        else:
+            dtype = np.dtype(np.float64 if np.dtype(slide.dtype) == np.float64 else np.float32)
+        out = np.zeros((channels, forest.length, patch, patch), dtype=dtype)
+        itemsize = np.dtype(slide.dtype).itemsize * slide.num_channels
+        for level in np.unique(levels):
+            ids = np.flatnonzero(levels == level)
+            th, tw = slide.tile_shape(int(level))
+            tile_rows, tile_cols = starts[ids, 0] // th, starts[ids, 1] // tw
+            ids = ids[np.lexsort((tile_cols, tile_rows))]
+            region_bytes = np.prod(sizes[ids], axis=1) * itemsize
+            # consecutive chunks of at most _CHUNK_BYTES (a larger leaf alone)
+            chunk_ids = np.cumsum(region_bytes) // _CHUNK_BYTES
+            for chunk in np.split(ids, np.flatnonzero(np.diff(chunk_ids)) + 1):
+                _serialize_chunk(slide, int(level), chunk, starts, sizes, patch, mode, k, out)
+        return out
+    finally:
+        if owned:
+            slide.close()
+
+
+def _serialize_chunk(
+    slide: Slide,
+    level: int,
+    ids: np.ndarray,
+    starts: np.ndarray,
+    sizes: np.ndarray,
+    patch: int,
+    mode: str,
+    num_classes: int | None,
+    out: np.ndarray,
+) -> None:
+    """Read the regions of leaves ``ids`` (in reading order) and serialise them by equal size."""
+    regions = [slide.read(level, starts[i], sizes[i]) for i in ids]
+    key = sizes[ids, 0] * (int(sizes[ids, 1].max()) + 1) + sizes[ids, 1]
+    for value in np.unique(key):
+        rows = np.flatnonzero(key == value)
+        h, w = (int(v) for v in sizes[ids[rows[0]]])
+        n = len(rows)
+        stacked = np.concatenate([regions[r] for r in rows], axis=1)  # (C, n * h, w)
+        column = Forest(
+            np.stack([np.arange(n) * h, np.zeros(n, dtype=np.int64)], axis=1),
+            np.tile(np.array([[h, w]]), (n, 1)),
+            (n * h, w),
+            n,
+        )
+        tokens = serialize(stacked, column, patch, mode=mode, num_classes=num_classes)
+        out[:, ids[rows]] = tokens

@@ -1,0 +1,221 @@
+"""open_slide / TiffSlide: layouts, lazy tile reads, cache, pickling, workers, bad files."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from slide_files import area_pyramid, texture, write_tiff_pyramid
+
+from monai_shf.slide import Slide, open_slide
+from monai_shf.slide import reader as reader_module
+
+
+def _chw(level: np.ndarray) -> np.ndarray:
+    return level.transpose(2, 0, 1) if level.ndim == 3 else level[None]
+
+
+@pytest.mark.parametrize("layout", ["flat", "subifd", "ome", "svs"])
+def test_layouts_levels_mpp_and_reads(tmp_path, rgb_image, layout):
+    levels = area_pyramid(rgb_image, 4)
+    path = write_tiff_pyramid(tmp_path / f"s.{layout}.tif", levels, tile=64, layout=layout, mpp=0.25)
+    with open_slide(path) as slide:
+        assert isinstance(slide, Slide)
+        assert slide.shape == (512, 768) and slide.num_channels == 3 and slide.dtype == np.uint8
+        assert slide.level_shapes == ((512, 768), (256, 384), (128, 192), (64, 96))
+        assert slide.downsamples == (1.0, 2.0, 4.0, 8.0)
+        assert slide.mpp == pytest.approx((0.25, 0.25))
+        rng = np.random.default_rng(0)
+        for k, level in enumerate(levels):
+            h, w = level.shape[:2]
+            y, x = int(rng.integers(0, h - 20)), int(rng.integers(0, w - 30))
+            got = slide.read(k, (y, x), (min(90, h - y), min(130, w - x)))
+            assert got.shape == (3, min(90, h - y), min(130, w - x)) and got.flags.c_contiguous
+            np.testing.assert_array_equal(got, _chw(level)[:, y : y + got.shape[1], x : x + got.shape[2]])
+
+
+def test_non_power_of_two_downsamples_and_jpeg(tmp_path, rgb_image):
+    """Aperio-like 4x levels of a size not divisible by 4: downsamples like 4.016 come from the shapes."""
+    import cv2 as cv
+
+    image = rgb_image[:500, :750]
+    levels = [image, cv.resize(image, (186, 124), interpolation=cv.INTER_AREA)]
+    path = write_tiff_pyramid(tmp_path / "a.svs", levels, tile=64, layout="svs", compression="jpeg", mpp=0.499)
+    with open_slide(path) as slide:
+        assert slide.level_shapes == ((500, 750), (124, 186))
+        sy, sx = slide.level_scales[1]
+        assert sy == pytest.approx(500 / 124) and sx == pytest.approx(750 / 186)
+        assert slide.downsamples[1] == pytest.approx((500 / 124 + 750 / 186) / 2)
+        assert slide.mpp == pytest.approx((0.499, 0.499))
+        ref = tifffile.imread(path, series=0, level=1)
+        got = slide.read(1, (10, 20), (100, 150))
+        np.testing.assert_array_equal(got, ref[10:110, 20:170].transpose(2, 0, 1))
+
+
+def test_odd_sizes_snap_to_integer_factors(tmp_path):
+    levels = area_pyramid(texture(301, 203), 3)  # 150 x 101, 75 x 50
+    path = write_tiff_pyramid(tmp_path / "odd.tif", levels, tile=32)
+    with open_slide(path) as slide:
+        assert slide.level_scales == ((1.0, 1.0), (2.0, 2.0), (4.0, 4.0))
+
+
+def test_reads_decode_only_touched_tiles_once(exact_slide):
+    path, _ = exact_slide
+    with open_slide(path) as slide:
+        slide.read(0, (70, 100), (60, 60))  # rows 70..129, cols 100..159: 2 x 2 of the 64-px tiles
+        assert slide.tile_decodes == 4 and slide.level_decodes[0] == 4
+        slide.read(0, (64, 128), (64, 64))  # one of them: cached
+        assert slide.tile_decodes == 4
+        slide.read(2, (0, 0), (10, 10))
+        assert slide.level_decodes == (4, 0, 1, 0, 0, 0)
+    with open_slide(path, cache_bytes=0) as slide:
+        slide.read(0, (0, 0), (10, 10))
+        slide.read(0, (0, 0), (10, 10))
+        assert slide.tile_decodes == 2
+
+
+def test_cache_is_bounded(exact_slide):
+    path, _ = exact_slide
+    tile_bytes = 64 * 64 * 3
+    with open_slide(path, cache_bytes=3 * tile_bytes) as slide:
+        slide.read(0, (0, 0), (512, 768))
+        assert slide.cached_bytes <= 3 * tile_bytes
+        assert slide.tile_decodes == 8 * 12
+
+
+def test_single_level_single_channel_label(tmp_path):
+    label = (texture(300, 260, channels=1) > 128).astype(np.uint8) * 2
+    path = tmp_path / "label.tif"
+    tifffile.imwrite(path, label, tile=(64, 64), compression="zlib")
+    with open_slide(path) as slide:
+        assert slide.level_shapes == ((300, 260),) and slide.num_channels == 1 and slide.mpp is None
+        np.testing.assert_array_equal(slide.read(0, (250, 200), (50, 60)), label[None, 250:300, 200:260])
+
+
+def test_strip_pages_read_by_strips(tmp_path, monkeypatch):
+    image = texture(200, 150)
+    path = tmp_path / "strips.tif"
+    tifffile.imwrite(path, image, rowsperstrip=16, photometric="rgb", compression="zlib")
+    with open_slide(path) as slide:
+        np.testing.assert_array_equal(slide.read(0, (40, 10), (20, 100)), image[40:60, 10:110].transpose(2, 0, 1))
+        assert slide.tile_decodes == 2  # rows 40..59 lie in strips 2 and 3
+    monkeypatch.setattr(reader_module, "MAX_TILE_BYTES", 16 * 150 * 3 - 1)
+    with pytest.raises(ValueError, match="strips.tif.*exceeds.*non-tiled"):
+        open_slide(path)
+
+
+def test_resolution_tags_in_inches(tmp_path):
+    path = tmp_path / "inch.tif"
+    tifffile.imwrite(path, texture(64, 64), tile=(32, 32), resolution=(50800, 25400), resolutionunit="INCH")
+    with open_slide(path) as slide:
+        assert slide.mpp == pytest.approx((1.0, 0.5))  # (y, x): YResolution 25400 px/inch, XResolution 50800
+
+
+def test_pickle_reopens_by_path(exact_slide):
+    path, levels = exact_slide
+    with open_slide(path) as slide:
+        slide.read(0, (0, 0), (8, 8))
+        copy = pickle.loads(pickle.dumps(slide))
+    assert copy.tile_decodes == 0  # a fresh object with an empty cache, while the original is closed
+    np.testing.assert_array_equal(copy.read(1, (5, 5), (7, 9)), _chw(levels[1])[:, 5:12, 5:14])
+    copy.close()
+
+
+class _Regions(torch.utils.data.Dataset):
+    def __init__(self, source):
+        self.source = source
+
+    def __len__(self) -> int:
+        return 6
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        slide = self.source if isinstance(self.source, Slide) else open_slide(self.source)
+        return slide.read(i % 3, (i, 2 * i), (16, 16))
+
+
+@pytest.mark.parametrize("by_path", [True, False])
+def test_dataloader_workers(exact_slide, by_path):
+    path, levels = exact_slide
+    with open_slide(path) as slide:
+        source = str(path) if by_path else slide
+        loader = torch.utils.data.DataLoader(_Regions(source), batch_size=3, num_workers=2)
+        batches = torch.cat(list(loader))
+    for i in range(6):
+        expected = _chw(levels[i % 3])[:, i : i + 16, 2 * i : 2 * i + 16]
+        np.testing.assert_array_equal(batches[i].numpy(), expected)
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+
+def test_bad_arguments(exact_slide):
+    path, _ = exact_slide
+    with open_slide(path) as slide:
+        with pytest.raises(ValueError, match="level=6 is out of range for .*exact.tif"):
+            slide.read(6, (0, 0), (1, 1))
+        with pytest.raises(ValueError, match="exceeds level 1"):
+            slide.read(1, (250, 0), (10, 10))
+        with pytest.raises(ValueError, match="size\\[0\\] must be >= 1"):
+            slide.read(0, (0, 0), (0, 4))
+        with pytest.raises(TypeError, match="start must be a \\(row, col\\) pair"):
+            slide.read(0, 5, (4, 4))
+    with pytest.raises(ValueError, match="is closed"):
+        slide.read(0, (0, 0), (4, 4))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        open_slide(path, backend="pil")
+    with pytest.raises(TypeError, match="path must be a slide file path"):
+        open_slide(3)
+
+
+def test_missing_and_non_tiff_files(tmp_path):
+    with pytest.raises(ValueError, match="slide file not found: .*nope.svs"):
+        open_slide(tmp_path / "nope.svs")
+    text = tmp_path / "notes.tif"
+    text.write_text("not an image at all\n" * 10)
+    with pytest.raises(ValueError, match="notes.tif"):
+        open_slide(text, backend="tifffile")
+    with pytest.raises(ValueError, match="notes.tif"):
+        open_slide(text)  # auto: tifffile, then OpenSlide if installed: both refuse it
+
+
+def test_truncated_file(tmp_path, exact_slide):
+    path, _ = exact_slide
+    data = path.read_bytes()
+    cut = tmp_path / "cut.tif"
+    with tifffile.TiffFile(path) as tif:  # cut in the middle of level 0's tile data
+        page = tif.pages[0]
+        middle = (int(page.dataoffsets[0]) + int(page.dataoffsets[-1])) // 2
+    cut.write_bytes(data[:middle])
+    with pytest.raises(ValueError, match="cut.tif.*(past the end of the file|truncated|not a TIFF)"):
+        open_slide(cut)
+
+
+def test_corrupt_tile(tmp_path, rgb_image):
+    path = write_tiff_pyramid(tmp_path / "bad.tif", area_pyramid(rgb_image, 2), tile=64, compression="jpeg")
+    with tifffile.TiffFile(path) as tif:
+        offset, count = int(tif.pages[0].dataoffsets[5]), int(tif.pages[0].databytecounts[5])
+    data = bytearray(path.read_bytes())
+    data[offset : offset + count] = b"\x00" * count
+    path.write_bytes(bytes(data))
+    with open_slide(path) as slide:
+        slide.read(0, (0, 0), (64, 64))  # tile 0 is intact
+        with pytest.raises(ValueError, match="bad.tif \\(level 0\\): tile 5 .*cannot be decoded"):
+            slide.read(0, (0, 5 * 64), (64, 64))
+
+
+def test_absurd_sizes_are_refused_without_allocating(tmp_path):
+    """An ImageWidth tag claiming 2**31 pixels: the tile table does not match, nothing is allocated."""
+    path = tmp_path / "forged.tif"
+    tifffile.imwrite(path, texture(64, 64), tile=(32, 32), bigtiff=False)
+    data = bytearray(path.read_bytes())
+    with tifffile.TiffFile(path) as tif:
+        tag = tif.pages[0].tags["ImageWidth"]
+        value_offset, dtype = tag.valueoffset, tag.dtype
+    size = 2 if dtype == 3 else 4
+    data[value_offset : value_offset + size] = (2**15 if size == 2 else 2**31 - 1).to_bytes(size, "little")
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="forged.tif"):
+        open_slide(path)
