@@ -31,16 +31,11 @@ from typing import Any
 import cv2 as cv
 import numpy as np
 
-from monai_shf.forest import Forest, build_forest, check_edge_args
-from monai_shf.forest.edges import edge_map
+from monai_shf.forest import Forest, build_forest, check_edge_args, to_uint8
+from monai_shf.forest.edges import canny_bands
 from monai_shf.validation import check_int
 
 from .reader import Slide, open_slide
-
-try:  # the band-wise edge implementation (issue 6); until it lands, edge_map of the whole grid
-    from monai_shf.forest.edges import canny_bands
-except ImportError:  # pragma: no cover - removed once canny_bands is on main
-    canny_bands = None
 
 __all__ = ["build_slide_forest", "slide_edge_map", "forest_grid"]
 
@@ -66,14 +61,14 @@ def forest_grid(slide: Slide, max_side: int = 8192, forest_level: int | None = N
 
 def _row_reader(slide: Slide, level: int, factor: int, grid: tuple[int, int]) -> Callable[[int, int], np.ndarray]:
     """``read_rows(r0, r1) -> (C, r1 - r0, grid_w)`` rows of the grid image in the slide's dtype
-    (``uint8`` for bool, ``float32`` for dtypes OpenCV cannot average)."""
+    (bool as uint8 0/255, ``float32`` for dtypes OpenCV cannot average)."""
     gw = grid[1]
     c = slide.num_channels
     itemsize = np.dtype(slide.dtype).itemsize
 
     def native(rows: np.ndarray) -> np.ndarray:
         if rows.dtype == bool:
-            return rows.view(np.uint8)
+            return rows.view(np.uint8) * np.uint8(255)
         if rows.dtype not in (np.uint8, np.uint16, np.int16, np.float32, np.float64):
             return rows.astype(np.float32)
         return rows
@@ -100,8 +95,8 @@ def _row_reader(slide: Slide, level: int, factor: int, grid: tuple[int, int]) ->
 
 def _uint8_rows(read_rows: Callable[[int, int], np.ndarray], height: int, dtype: np.dtype, band_rows: int) -> Callable:
     """``read_rows`` brought to uint8 the way :func:`~monai_shf.forest.edge_map` does for a whole
-    image: uint8 and bool as they are, anything else min-max scaled over the *whole grid* (one extra
-    pass to find the range), so the bands agree with each other."""
+    image (:func:`~monai_shf.forest.to_uint8`): uint8 and bool (0/255) as they are, anything else
+    min-max scaled with the range of the *whole grid* (one extra pass to find it), so bands agree."""
     if dtype in (np.uint8, bool):
         return read_rows
     lo, hi = math.inf, -math.inf
@@ -110,15 +105,7 @@ def _uint8_rows(read_rows: Callable[[int, int], np.ndarray], height: int, dtype:
         lo, hi = min(lo, float(rows.min())), max(hi, float(rows.max()))
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError("the slide holds NaN or infinite values: no edge map can be computed.")
-
-    def scaled(r0: int, r1: int) -> np.ndarray:
-        rows = read_rows(r0, r1)
-        if hi <= lo:
-            return np.zeros(rows.shape, dtype=np.uint8)
-        x = (rows.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
-        return np.clip(np.rint(x), 0, 255).astype(np.uint8)
-
-    return scaled
+    return lambda r0, r1: to_uint8(read_rows(r0, r1), lo, hi)
 
 
 def slide_edge_map(
@@ -154,20 +141,16 @@ def slide_edge_map(
             factor = 1  # a sliver of a level thinner than the factor: use the level as it is
             grid = (h, w)
         read_rows = _uint8_rows(_row_reader(slide, level, factor, grid), grid[0], np.dtype(slide.dtype), band_rows)
-        if canny_bands is not None:
-            edges = canny_bands(
-                read_rows,
-                grid,
-                kernel_size=kernel_size,
-                thresholds=thresholds,
-                channel_reduction=channel_reduction,
-                band_rows=band_rows,
-            )
-        else:  # pragma: no cover - until canny_bands is on main: the grid image in memory
-            image = np.concatenate([read_rows(r, min(grid[0], r + band_rows)) for r in range(0, grid[0], band_rows)], 1)
-            edges = edge_map(image, kernel_size=kernel_size, thresholds=thresholds, channel_reduction=channel_reduction)
+        edges = canny_bands(
+            read_rows,
+            grid,
+            kernel_size=kernel_size,
+            thresholds=thresholds,
+            channel_reduction=channel_reduction,
+            band_rows=band_rows,
+        )
         sy, sx = slide.level_scales[level]
-        return np.asarray(edges, dtype=bool), (sy * factor, sx * factor)
+        return edges, (sy * factor, sx * factor)
     finally:
         if owned:
             slide.close()
