@@ -5,6 +5,7 @@ from .forest import build_slide_forest, forest_grid, slide_edge_map
 from .metrics import slide_confusion, slide_dice
 from .reader import DEFAULT_CACHE_BYTES, SLIDE_BACKENDS, Slide, TiffSlide, open_slide
 from .tokens import leaf_levels, serialize_slide
+from .writer import COMPRESSIONS, level_sample_index, pyramid_shapes, write_pyramid, write_slide_mask
 
 __all__ = [
     "Slide",
@@ -19,4 +20,9 @@ __all__ = [
     "slide_confusion",
     "SLIDE_BACKENDS",
     "DEFAULT_CACHE_BYTES",
+    "write_pyramid",
+    "write_slide_mask",
+    "pyramid_shapes",
+    "level_sample_index",
+    "COMPRESSIONS",
 ]
