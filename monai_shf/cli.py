@@ -6,6 +6,8 @@ it at full resolution (after depatching), and write a figure input / forest / pr
 tissue image), print leaves, compression and the depatching Dice of a perfect prediction.
 ``monai-shf datalist``: write a MONAI datalist JSON for a folder layout (``imagesTr``/``labelsTr`` or
 image + mask files side by side).
+``monai-shf make-slide OUT --size N``: a generated pyramidal RGB test slide (JPEG tiles) and its label
+slide, rendered tile by tile from real tissue texture (``shared/data/ihc2d``).
 """
 
 from __future__ import annotations
@@ -186,6 +188,30 @@ def training_demo(output_dir: Path, max_epochs: int, num_train: int, image_size:
     }
 
 
+def _make_slide_command(args: argparse.Namespace) -> int:
+    import resource
+
+    from monai_shf.slide import make_slide
+
+    size = args.size[0] if len(args.size) == 1 else tuple(args.size)
+    start = time.perf_counter()
+    slide, label = make_slide(
+        args.out,
+        size,
+        tile=args.tile,
+        seed=args.seed,
+        label_out=False if args.no_label else args.label_out,
+        mpp=args.mpp,
+    )
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
+    print(f"slide  {slide}  ({slide.stat().st_size / 1e6:.1f} MB)")
+    if label is not None:
+        print(f"label  {label}  ({label.stat().st_size / 1e6:.1f} MB)")
+    print(f"time   {seconds:.1f} s, peak memory {peak:.2f} GiB")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="monai-shf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -214,7 +240,17 @@ def main(argv: list[str] | None = None) -> int:
     datalist.add_argument("--val-fraction", type=float, default=0.2)
     datalist.add_argument("--label-suffix", default="_mask")
     datalist.add_argument("--image-suffix", default="")
+    make_slide = sub.add_parser("make-slide", help="write a generated pyramidal test slide and its label slide")
+    make_slide.add_argument("out", type=Path, help="the slide .tif (JPEG tiles)")
+    make_slide.add_argument("--size", type=int, nargs="+", required=True, help="level-0 side N, or H W")
+    make_slide.add_argument("--label-out", type=Path, default=None, help="default: <out stem>_label.tif")
+    make_slide.add_argument("--no-label", action="store_true", help="write the slide only")
+    make_slide.add_argument("--tile", type=int, default=512)
+    make_slide.add_argument("--seed", type=int, default=0)
+    make_slide.add_argument("--mpp", type=float, default=0.25, help="microns per pixel at level 0")
     args = parser.parse_args(argv)
+    if args.command == "make-slide":
+        return _make_slide_command(args)
     if args.command == "datalist":
         from monai_shf.data import make_datalist
 

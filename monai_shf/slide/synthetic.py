@@ -177,13 +177,15 @@ class _SlideRenderer:
         """The low-frequency fields at every pixel of a tile, from a coarse grid (cheap, smooth).
         ``tissue`` and ``variant`` are bool masks, or a plain bool where the tile is on one side."""
         f = 1 << level
-        ny, nx = -(-h // _COARSE), -(-w // _COARSE)
-        ys = (y0 + (np.arange(ny) + 0.5) * _COARSE) * f
-        xs = (x0 + (np.arange(nx) + 0.5) * _COARSE) * f
+        # one global grid (every 16 pixels of the level) with a point of margin on each side, so the
+        # bilinear interpolation is the same on both sides of a tile border (no seams)
+        ny, nx = -(-h // _COARSE) + 2, -(-w // _COARSE) + 2
+        ys = (y0 + (np.arange(ny) - 0.5) * _COARSE) * f
+        xs = (x0 + (np.arange(nx) - 0.5) * _COARSE) * f
 
         def full(values: np.ndarray) -> np.ndarray:
             up = cv.resize(values, (nx * _COARSE, ny * _COARSE), interpolation=cv.INTER_LINEAR)
-            return up[:h, :w]
+            return up[_COARSE : _COARSE + h, _COARSE : _COARSE + w]
 
         out: dict[str, Any] = {}
         for name, field in (("tissue", self.tissue), ("variant", self.variant)):
