@@ -346,9 +346,16 @@ def write_pyramid(
 
 
 def _linear_weights(offsets: np.ndarray, size: int, patch: int, dtype: np.dtype) -> np.ndarray:
-    """``(n, p)`` rows of the linear depatching matrix of a leaf of side ``size`` (the token of side
-    ``p`` interpolated with half-pixel centres, clamped to the box) at leaf pixels ``offsets``: the
-    same float64 arithmetic as in-memory ``deserialize(mode="linear")``, then cast to ``dtype``."""
+    """``(n, p)`` rows of the linear depatching matrix of a leaf of side ``size`` at leaf pixels
+    ``offsets``, as in-memory ``deserialize(mode="linear")`` (same float64 arithmetic, then cast to
+    ``dtype``): for ``size >= p`` linear interpolation of the token with half-pixel centres, clamped
+    to the box; for ``size < p`` the area adjoint, the mean of the token pixels ``i`` with
+    ``floor(i * size / p) == o``. Rows are convex weights either way."""
+    if size < patch:
+        full = np.zeros((size, patch), np.float64)
+        full[(np.arange(patch) * size) // patch, np.arange(patch)] = 1.0
+        full /= full.sum(1, keepdims=True)
+        return full[offsets].astype(dtype)
     u = np.clip(((offsets + 0.5) * patch) / size - 0.5, 0, patch - 1)
     lo = np.floor(u).astype(np.int64)
     hi = np.minimum(lo + 1, patch - 1)
@@ -534,7 +541,7 @@ def write_slide_mask(
         levels: number of pyramid levels; ``None``: down to one tile.
         workers: threads rendering and encoding.
 
-    Level 0 equals the in-memory path: ``deserialize(pred, forest, mode="linear").argmax(0)`` for
+    Level 0 equals the in-memory path: ``deserialize(pred, forest, mode="linear", argmax=True)`` for
     scores (computed in the dtype of ``pred``: float64 tokens give bit-identical argmax, float32 ones
     may differ only on exact near-ties), ``deserialize(pred, forest, mode="nearest")`` for labels.
     Level ``k`` pixel ``(i, j)`` takes level 0's value at :func:`level_sample_index` (an exact

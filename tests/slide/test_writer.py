@@ -145,7 +145,9 @@ def test_mask_level0_equals_in_memory_depatch(tmp_path, slide_forest, rng, dtype
     before = pred.copy()
     path = write_slide_mask(tmp_path / "m.tif", slide_forest, pred, tile=256)
     np.testing.assert_array_equal(pred, before)  # input untouched
-    expected = deserialize(pred, slide_forest, mode="linear").argmax(0)
+    expected = deserialize(pred, slide_forest, mode="linear", argmax=True)[0]
+    assert (expected == deserialize(pred, slide_forest, mode="linear").argmax(0)).all()
+    assert (slide_forest.sizes < 8).any() and (slide_forest.sizes > 8).any()  # area adjoint and interpolation
     levels = _levels(path)
     assert levels[0].dtype == np.uint8 and levels[0].shape == (1000, 1300)
     mismatch = int((levels[0] != expected).sum())
