@@ -220,3 +220,18 @@ def test_mask_bad_input(tmp_path, slide_forest, rng):
     with pytest.raises(TypeError, match="Forest"):
         write_slide_mask(tmp_path / "m.tif", "forest", pred)
     assert os.listdir(tmp_path) == []
+
+
+def test_mask_like_slide_copies_geometry(tmp_path, slide_forest, rng):
+    from monai_shf.slide import open_slide
+
+    source = write_pyramid(tmp_path / "src.tif", (1000, 1300), 3, np.uint8, _gradient, tile=256, mpp=(0.3, 0.4))
+    pred = _scores(slide_forest, np.float32, rng)
+    with open_slide(source) as slide:
+        by_object = write_slide_mask(tmp_path / "a.tif", slide_forest, pred, like=slide, tile=256)
+    by_path = write_slide_mask(tmp_path / "b.tif", slide_forest, pred, like=source, tile=256)
+    for path in (by_object, by_path):
+        with open_slide(path) as mask:
+            assert mask.shape == (1000, 1300) and mask.num_channels == 1
+            assert mask.mpp == pytest.approx((0.3, 0.4))
+            assert len(mask.level_shapes) == 4
