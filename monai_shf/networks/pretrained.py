@@ -262,8 +262,8 @@ def load_vit_weights(
             "mlp.fc2": _fold_layer_scale(canonical, index, "ls2", "mlp.fc2", report),
         }
         for param in _BLOCK_PARAMS:
-            target, key = f"blocks.{index}.{param}", f"blocks.{index}.{param}"
-            entry = canonical.pop(key, None)
+            target = f"blocks.{index}.{param}"  # canonical source names are SHFViT's
+            entry = canonical.pop(target, None)
             if entry is None:
                 continue
             module_name, kind = param.rsplit(".", 1)
