@@ -16,7 +16,7 @@ from .dictionary import (
     RandHierarchicalPatchd,
     RandHierarchicalPatchDict,
 )
-from .functional import depatch, edge_forest, forest_from_trace, hierarchical_patch
+from .functional import depatch, edge_forest, forest_from_trace, hierarchical_patch, resolve_depatch_mode
 
 __all__ = [
     "EdgeMap",
@@ -41,4 +41,5 @@ __all__ = [
     "hierarchical_patch",
     "depatch",
     "forest_from_trace",
+    "resolve_depatch_mode",
 ]

@@ -25,7 +25,7 @@ from monai_shf.forest import (
 )
 from monai_shf.validation import check_choice, check_int
 
-from .functional import depatch, edge_forest, forest_from_trace, hierarchical_patch
+from .functional import depatch, edge_forest, forest_from_trace, hierarchical_patch, resolve_depatch_mode
 
 __all__ = ["EdgeMap", "HierarchicalPatch", "Depatch", "MaskPaddingTokens", "default_inverse_mode"]
 
@@ -162,35 +162,46 @@ class HierarchicalPatch(InvertibleTransform):
         )
 
     def inverse(self, data: torch.Tensor) -> torch.Tensor:
-        """Depatch ``(C', L, p, ...)`` tokens carrying this transform's record to ``(C', *spatial)``."""
+        """Depatch ``(C', L, p, ...)`` tokens carrying this transform's record to ``(C', *spatial)``.
+
+        The recorded mode is used, except that class maps go back by ``"nearest"``
+        (see :func:`~monai_shf.transforms.resolve_depatch_mode`). As MONAI's inverses do, the record is
+        popped from ``data``'s trace."""
         transform = self.pop_transform(data)
         info = transform[TraceKeys.EXTRA_INFO]
-        return depatch(data, Forest.from_dict(info["forest"]), mode=info["mode"])
+        return depatch(data, Forest.from_dict(info["forest"]), mode=resolve_depatch_mode(data, None, info["mode"]))
 
 
 class Depatch(Transform):
     """Explicit depatching: ``(C, L, p, ...)`` tokens to ``(C, *spatial)``.
 
     The forest comes from the call (``forest=``), or else from the most recent ``HierarchicalPatch``
-    record in the tokens' ``applied_operations`` (the record is consumed). Unlike ``inverse``, this
-    also works on a bare prediction when its forest is passed explicitly.
+    record in the tokens' ``applied_operations``: the output's trace lacks that record, the input's
+    trace is left as it was. Unlike ``inverse``, this also works on a bare prediction when its forest
+    is passed explicitly.
 
     Args:
-        mode: ``"linear"`` (probabilities/logits) or ``"nearest"`` (hard labels); ``None`` uses the
-            mode recorded with the forest.
+        mode: ``"linear"`` (probabilities/logits) or ``"nearest"`` (hard labels). ``None`` (default)
+            chooses per input: class maps (integer/bool tokens, or one-channel float tokens of
+            integer values such as ``AsDiscrete(argmax=True)`` output) by ``"nearest"``, anything
+            else by the mode recorded with the forest (``"linear"`` without one); see
+            :func:`~monai_shf.transforms.resolve_depatch_mode`.
     """
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
-    def __init__(self, mode: str | None = "linear") -> None:
+    def __init__(self, mode: str | None = None) -> None:
         self.mode = None if mode is None else check_choice(mode, "mode", DESERIALIZE_MODES)
 
     def __call__(self, tokens: Any, forest: Forest | None = None, mode: str | None = None) -> torch.Tensor:
-        info: dict[str, Any] = {}
+        """Depatch ``tokens``; ``mode`` overrides the constructor's for this call."""
+        mode = self.mode if mode is None else check_choice(mode, "mode", DESERIALIZE_MODES)
+        recorded, consume = None, forest is None
         if forest is None:
-            forest, info = forest_from_trace(tokens, pop=True)
-        mode = mode or self.mode or info.get("mode", "linear")
-        return depatch(tokens, forest, mode=check_choice(mode, "mode", DESERIALIZE_MODES))
+            forest, info = forest_from_trace(tokens, latest=True)
+            recorded = info.get("mode")
+        mode = resolve_depatch_mode(tokens, mode, recorded)
+        return depatch(tokens, forest, mode=check_choice(mode, "mode", DESERIALIZE_MODES), consume_record=consume)
 
 
 class MaskPaddingTokens(Transform):

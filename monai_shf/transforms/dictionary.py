@@ -21,7 +21,7 @@ from monai_shf.forest import DESERIALIZE_MODES, SERIALIZE_MODES, Forest
 from monai_shf.validation import check_choice, check_int
 
 from .array import Depatch, EdgeMap, HierarchicalPatch, MaskPaddingTokens
-from .functional import forest_from_trace, patch_record_index
+from .functional import forest_from_trace, patch_record_index, resolve_depatch_mode
 
 __all__ = [
     "EdgeMapd",
@@ -302,15 +302,17 @@ class RandHierarchicalPatchd(RandomizableTransform, MapTransform, InvertibleTran
 class Depatchd(MapTransform):
     """Dictionary :class:`~monai_shf.transforms.Depatch`: ``(C, L, p, ...)`` -> ``(C, *spatial)``.
 
-    The forest of each key comes from its own patch record when it has one (it is consumed), else
-    from ``ref_key``'s record (left in place), e.g. ``Depatchd(keys="pred", ref_key="image")`` after
+    The forest of each key comes from its own patch record when it has one (the output's trace lacks
+    it), else from ``ref_key``'s record, e.g. ``Depatchd(keys="pred", ref_key="image")`` after
     ``decollate_batch``, where the prediction is a bare tensor but the image still carries its trace.
+    Nothing in ``data`` is modified.
 
     Args:
         keys: token keys to depatch.
         ref_key: key whose trace holds the forest for keys without their own record.
-        mode: ``"linear"``/``"nearest"`` per key; ``None`` (default) uses the mode recorded with the
-            forest, as ``Invertd`` does.
+        mode: ``"linear"``/``"nearest"`` per key; ``None`` (default): class maps by ``"nearest"``,
+            the rest by the mode recorded with the forest, as ``Invertd`` does (see
+            :func:`~monai_shf.transforms.resolve_depatch_mode`).
     """
 
     backend = Depatch.backend
@@ -341,8 +343,9 @@ class Depatchd(MapTransform):
                 raise ValueError(
                     f"data[{key!r}] carries no patch record and ref_key {self.ref_key!r} is not in the data."
                 )
-            forest, info = forest_from_trace(d[self.ref_key], pop=False)
-            d[key] = self.depatcher(tokens, forest=forest, mode=mode or info.get("mode"))
+            forest, info = forest_from_trace(d[self.ref_key])
+            mode = resolve_depatch_mode(tokens, mode, info.get("mode"))
+            d[key] = self.depatcher(tokens, forest=forest, mode=mode)
         return d
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "hierarchical_patch",
     "depatch",
     "forest_from_trace",
+    "resolve_depatch_mode",
     "patch_record_index",
     "patch_extra_info",
     "padding_dtype",
@@ -124,13 +125,45 @@ def padding_dtype(dtype: torch.dtype, padding_value: float) -> torch.dtype:
     return torch.int64
 
 
-def depatch(tokens: Any, forest: Forest, mode: str) -> torch.Tensor:
-    """Rebuild ``(C, *spatial)`` from ``(C, L, p, ...)`` tokens; metadata (and the remaining trace)
-    of a MetaTensor input are kept."""
+def depatch(tokens: Any, forest: Forest, mode: str, consume_record: bool = False) -> torch.Tensor:
+    """Rebuild ``(C, *spatial)`` from ``(C, L, p, ...)`` tokens; metadata (and the trace) of a
+    MetaTensor input are kept on the output.
+
+    With ``consume_record`` the output's ``applied_operations`` lacks the most recent entry (the
+    patching being undone); the input's own trace is never modified.
+    """
     out = convert_to_tensor(deserialize(tokens, forest, mode=mode), track_meta=False)
-    if isinstance(tokens, MetaTensor):
-        return MetaTensor(out).copy_meta_from(tokens)
+    if not isinstance(tokens, MetaTensor):
+        return out
+    out = MetaTensor(out).copy_meta_from(tokens)  # the trace list is copied, its entries shared
+    if consume_record:
+        out.applied_operations = out.applied_operations[:-1]
     return out
+
+
+def resolve_depatch_mode(tokens: Any, mode: str | None, recorded: str | None = None) -> str:
+    """The depatching mode of ``(C, L, p, ...)`` tokens.
+
+    An explicit ``mode`` wins. Otherwise class maps are depatched with ``"nearest"`` (interpolating
+    class indices invents classes: between 0 and 2 lies a spurious 1): integer or bool tokens, and
+    one-channel float tokens whose values are all integers (what ``AsDiscrete(argmax=True)`` returns).
+    Everything else uses ``recorded`` (the mode stored with the forest), else ``"linear"``.
+    """
+    if mode is not None:
+        return mode
+    t = tokens.as_tensor() if isinstance(tokens, MetaTensor) else tokens
+    dtype = t.dtype
+    if isinstance(dtype, torch.dtype):
+        integral = not dtype.is_floating_point and not dtype.is_complex
+    else:  # numpy
+        integral = dtype.kind in "biu"
+    if integral:
+        return "nearest"
+    if t.ndim >= 2 and t.shape[0] == 1 and t.numel() > 0:
+        t = torch.as_tensor(t)
+        if bool(torch.equal(t, torch.round(t))):
+            return "nearest"
+    return recorded or "linear"
 
 
 def patch_record_index(img: Any) -> int | None:
@@ -145,11 +178,12 @@ def patch_record_index(img: Any) -> int | None:
     return None
 
 
-def forest_from_trace(img: Any, pop: bool = False) -> tuple[Forest, dict[str, Any]]:
-    """The most recent patching recorded in a MetaTensor's ``applied_operations``.
+def forest_from_trace(img: Any, latest: bool = False) -> tuple[Forest, dict[str, Any]]:
+    """The most recent patching recorded in a MetaTensor's ``applied_operations`` (read only: the
+    trace is never modified).
 
-    Returns the forest and the whole ``extra_info``; with ``pop`` the record and everything applied
-    after it are removed (the record must then be the most recent one)."""
+    Returns the forest and the whole ``extra_info``. With ``latest`` the record must be the most
+    recent transform of ``img`` (what depatching it as the next inverse step requires)."""
     if not isinstance(img, MetaTensor):
         raise TypeError(
             f"the forest is read from a MetaTensor's applied_operations, got {type(img).__name__}; "
@@ -161,11 +195,9 @@ def forest_from_trace(img: Any, pop: bool = False) -> tuple[Forest, dict[str, An
             "no HierarchicalPatch record in applied_operations: these tokens were not made by HierarchicalPatch."
         )
     ops = img.applied_operations
+    if latest and i != len(ops) - 1:
+        raise ValueError(
+            "the patching is not the most recent transform of this MetaTensor; invert the later ones first."
+        )
     info = ops[i][TraceKeys.EXTRA_INFO]
-    if pop:
-        if i != len(ops) - 1:
-            raise ValueError(
-                "the patching is not the most recent transform of this MetaTensor; invert the later ones first."
-            )
-        ops.pop()
     return Forest.from_dict(info["forest"]), info

@@ -11,7 +11,15 @@ from monai.data import MetaTensor
 from monai.utils import TraceKeys
 
 from monai_shf.forest import build_forest, edge_map
-from monai_shf.transforms import Depatch, EdgeMap, HierarchicalPatch, MaskPaddingTokens, MaskPaddingTokensd
+from monai_shf.transforms import (
+    Depatch,
+    EdgeMap,
+    HierarchicalPatch,
+    MaskPaddingTokens,
+    MaskPaddingTokensd,
+    forest_from_trace,
+    resolve_depatch_mode,
+)
 
 
 def _blobs(shape=(96, 128), seed=0):
@@ -147,3 +155,59 @@ def test_fraction_without_num_classes_fails_at_construction():
     with pytest.raises(ValueError, match="num_classes"):
         HierarchicalPatch(64, 8, mode="fraction")
     assert HierarchicalPatch(64, 8, mode="fraction", num_classes=3).num_classes == 3
+
+
+def test_depatch_leaves_the_callers_trace_alone():
+    """Issue 6 item 3: a plain call must not pop the caller's applied_operations."""
+    img = MetaTensor(torch.from_numpy(_blobs())[None] * 100)
+    tokens = HierarchicalPatch(length=64, patch_size=4)(img)
+    trace = list(tokens.applied_operations)
+    first = Depatch()(tokens)
+    assert tokens.applied_operations == trace and len(trace) == 1, "the input's trace was modified"
+    assert first.applied_operations == [], "the output's trace still holds the undone patching"
+    second = Depatch()(tokens)  # the same tokens can be depatched again
+    assert torch.equal(first, second)
+    forest, info = forest_from_trace(tokens, latest=True)
+    assert tokens.applied_operations == trace and forest.length == 64 and info["mode"] == "linear"
+
+
+def _two_class_map():
+    """(1, 64, 64) class map with classes 0 and 2 side by side (no 1), and a forest of large leaves."""
+    label = np.zeros((1, 64, 64), np.uint8)
+    label[:, :, 29:] = 2
+    return label, build_forest(np.zeros((64, 64)), 16)  # 16 leaves of 16 x 16
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8, torch.int64, torch.bool])
+def test_depatch_of_a_class_map_never_invents_a_class(dtype):
+    """Issue 6 item 6: argmaxed class maps are depatched with nearest, whatever mode was recorded."""
+    label, forest = _two_class_map()
+    if dtype == torch.bool:
+        label = label // 2
+    image = MetaTensor(torch.from_numpy(label.astype(np.float32)))
+    patch = HierarchicalPatch(length=16, patch_size=4)  # an image key: recorded mode "linear"
+    tokens = patch(image, forest=forest)
+    classes = MetaTensor(torch.from_numpy(label)).to(dtype)
+    class_tokens = HierarchicalPatch(length=16, patch_size=4, mode="nearest", inverse_mode="linear")(
+        classes, forest=forest
+    )
+    expected = set(np.unique(label).tolist())
+    for out in (
+        Depatch()(class_tokens),  # own record says "linear"
+        Depatch()(class_tokens.as_tensor(), forest=forest),
+        patch.inverse(MetaTensor(class_tokens.as_tensor()).copy_meta_from(tokens)),  # Invertd's path
+    ):
+        assert set(np.unique(np.asarray(out)).tolist()) <= expected
+    # an explicit mode is obeyed
+    linear = Depatch(mode="linear")(class_tokens.as_tensor().float(), forest=forest)
+    assert not set(np.unique(linear.numpy()).tolist()) <= expected
+
+
+def test_resolve_depatch_mode_rule():
+    probabilities = torch.rand(2, 4, 2, 2)
+    assert resolve_depatch_mode(probabilities, None, "linear") == "linear"
+    assert resolve_depatch_mode(probabilities.argmax(0, keepdim=True).float(), None, "linear") == "nearest"
+    assert resolve_depatch_mode(np.zeros((1, 4, 2, 2), np.int16), None, None) == "nearest"
+    assert resolve_depatch_mode(torch.rand(1, 4, 2, 2), None, "linear") == "linear"  # one soft channel
+    assert resolve_depatch_mode(torch.ones(2, 4, 2, 2), None, None) == "linear"  # one-hot stays linear
+    assert resolve_depatch_mode(torch.zeros(1, 4, 2, 2, dtype=torch.uint8), "linear", None) == "linear"

@@ -298,3 +298,21 @@ def test_fraction_without_num_classes_fails_at_construction(cls):
     with pytest.raises(ValueError, match="num_classes"):
         cls(["label"], 64, 8, mode="fraction")
     cls(["label"], 64, 8, mode="fraction", num_classes=3)  # the first key may be the fraction key
+
+
+def test_depatchd_leaves_the_input_alone_and_keeps_classes():
+    """Issue 6 items 3 and 6: Depatchd does not pop the caller's trace, and an argmaxed (float)
+    prediction is depatched with nearest even though the reference key recorded linear."""
+    label = np.zeros((1, 64, 64), np.uint8)
+    label[:, :, 29:] = 2
+    image = label.astype(np.float32) * 100
+    pre = HierarchicalPatchd(["image", "label"], 16, 4, mode=("area", "fraction"), num_classes=(None, 3))
+    out = pre({"image": image, "label": label})
+    image_trace = list(out["image"].applied_operations)
+    out["pred"] = AsDiscreted(keys="label", argmax=True)({"label": out["label"]})["label"]  # float (1, L, p, p)
+    done = Depatchd(["pred", "image"], ref_key="image")(out)
+    assert out["image"].applied_operations == image_trace, "Depatchd modified the input's trace"
+    assert done["image"].applied_operations == [] and done["image"].shape == (1, 64, 64)
+    assert set(np.unique(done["pred"].numpy()).tolist()) <= {0.0, 2.0}
+    inverted = Invertd(keys="pred", transform=pre, orig_keys="image")(out)
+    assert set(np.unique(inverted["pred"].numpy()).tolist()) <= {0.0, 2.0}
