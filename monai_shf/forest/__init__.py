@@ -2,7 +2,7 @@
 
 from .edges import CHANNEL_REDUCTIONS, EDGE_METHODS, canny_bands, check_edge_args, edge_map, to_uint8
 from .resample import DESERIALIZE_MODES, SERIALIZE_MODES, deserialize, label_dtype, serialize
-from .tree import FILL_MODES, Forest, build_forest
+from .tree import FILL_MODES, Forest, build_forest, check_fill
 
 __all__ = [
     "Forest",
@@ -14,6 +14,7 @@ __all__ = [
     "canny_bands",
     "to_uint8",
     "check_edge_args",
+    "check_fill",
     "FILL_MODES",
     "SERIALIZE_MODES",
     "DESERIALIZE_MODES",

@@ -22,7 +22,7 @@ exactly the first ``K`` nodes of the whole potential tree in this order. That se
 vectorised, level by level, pruning below the ``K``-th best score seen so far (``_edge_splits``):
 the same result as a heap, without a Python loop per split.
 When every node with a positive score is split (or unsplittable) and budget remains, ``fill``
-decides: ``"area"`` keeps splitting the largest leaves (uniform refinement, ties in Z-order);
+decides: ``"uniform"`` keeps splitting the largest leaves (uniform refinement, ties in Z-order);
 ``"pad"`` stops and leaves padding tokens. A node is splittable when every side is at least
 ``2 * min_size``, so leaves never go below ``min_size`` (except along an axis that is itself
 shorter than ``min_size``). Each split adds ``2**D - 1`` leaves; the build stops before it would
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,9 +42,11 @@ import numpy as np
 
 from monai_shf.validation import check_array, check_choice, check_int, to_numpy
 
-__all__ = ["Forest", "build_forest", "FILL_MODES"]
+__all__ = ["Forest", "build_forest", "check_fill", "FILL_MODES"]
 
-FILL_MODES = ("area", "pad")
+FILL_MODES = ("uniform", "pad")
+# deprecated names of fill modes ("area" also names the serialisation mode: a different thing)
+_FILL_ALIASES = {"area": "uniform"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -394,7 +397,21 @@ def _as_score(score: Any) -> np.ndarray:
     return s
 
 
-def build_forest(score: Any, length: int, min_size: int = 2, fill: str = "area") -> Forest:
+def check_fill(fill: Any) -> str:
+    """``fill`` as one of :data:`FILL_MODES`; the deprecated ``"area"`` (now ``"uniform"``) is
+    accepted with a ``DeprecationWarning``; anything else is a ``ValueError``/``TypeError``."""
+    if isinstance(fill, str) and fill in _FILL_ALIASES:
+        new = _FILL_ALIASES[fill]
+        warnings.warn(
+            f'fill="{fill}" is deprecated, use fill="{new}" (uniform refinement of the largest leaves).',
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return new
+    return check_choice(fill, "fill", FILL_MODES)
+
+
+def build_forest(score: Any, length: int, min_size: int = 2, fill: str = "uniform") -> Forest:
     """Build the hierarchical forest of ``score`` with exactly ``length`` tokens.
 
     Args:
@@ -404,7 +421,8 @@ def build_forest(score: Any, length: int, min_size: int = 2, fill: str = "area")
         length: the token budget ``L >= 1``.
         min_size: smallest leaf side in pixels (``>= 1``); must not exceed every side of the image.
         fill: what to do with budget left when no leaf with a positive score can be split:
-            ``"area"`` (default) refines the largest leaves, ``"pad"`` leaves padding tokens.
+            ``"uniform"`` (default) refines the largest leaves, ``"pad"`` leaves padding tokens
+            (``"area"``: deprecated name of ``"uniform"``).
 
     Returns:
         the :class:`Forest`, leaves in Z-order.
@@ -412,7 +430,7 @@ def build_forest(score: Any, length: int, min_size: int = 2, fill: str = "area")
     s = _as_score(score)
     length = check_int(length, "length", 1)
     min_size = check_int(min_size, "min_size", 1)
-    fill = check_choice(fill, "fill", FILL_MODES)
+    fill = check_fill(fill)
     shape = s.shape
     if min_size > max(shape):
         raise ValueError(f"min_size ({min_size}) is larger than every side of the image {tuple(shape)}.")
@@ -429,7 +447,7 @@ def build_forest(score: Any, length: int, min_size: int = 2, fill: str = "area")
     grid = _Grid(bounds, [c for _, c in axes], roots, max_depth)
     max_splits = (length - math.prod(roots)) // (2**ndim - 1)
     split = _edge_splits(grid, pyramid, max_splits)
-    if fill == "area" and split.size < max_splits:
+    if fill == "uniform" and split.size < max_splits:
         split = split.concat(_fill_splits(grid, split, max_splits - split.size))
     starts, ends = grid.leaves(split)
     return Forest._from_build(starts, ends - starts, tuple(int(x) for x in shape), length)

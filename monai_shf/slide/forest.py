@@ -172,7 +172,7 @@ def build_slide_forest(
     kernel_size: int = 3,
     thresholds: Sequence[float] = (50, 100),
     min_size: int = 2,
-    fill: str = "area",
+    fill: str = "uniform",
     channel_reduction: str = "max",
     band_rows: int = 1024,
     **forest_kwargs: Any,
@@ -187,7 +187,8 @@ def build_slide_forest(
         forest_level: compute the edge map on this level instead (out of range: ``ValueError``).
         kernel_size, thresholds, channel_reduction: edge parameters of :func:`~monai_shf.forest.edge_map`.
         min_size: smallest leaf side in **level-0 pixels** (module docstring).
-        fill: ``"area"`` or ``"pad"``, as :func:`~monai_shf.forest.build_forest`.
+        fill: ``"uniform"`` or ``"pad"`` (``"area"``: deprecated name of ``"uniform"``), as
+            :func:`~monai_shf.forest.build_forest`.
         band_rows: grid rows per edge band (memory).
         **forest_kwargs: any further option of :func:`~monai_shf.forest.build_forest`.
 

@@ -17,10 +17,10 @@ from monai_shf.forest import (
     CHANNEL_REDUCTIONS,
     DESERIALIZE_MODES,
     EDGE_METHODS,
-    FILL_MODES,
     SERIALIZE_MODES,
     Forest,
     check_edge_args,
+    check_fill,
     edge_map,
 )
 from monai_shf.validation import check_choice, check_int
@@ -102,7 +102,7 @@ class HierarchicalPatch(InvertibleTransform):
         kernel_size: int = 3,
         thresholds: Sequence[float] = (50, 100),
         min_size: int = 2,
-        fill: str = "area",
+        fill: str = "uniform",
         channel_reduction: str = "max",
         edge_method: str = "itk",
     ) -> None:
@@ -116,7 +116,7 @@ class HierarchicalPatch(InvertibleTransform):
             raise ValueError("num_classes is required for mode='fraction' (K class channels in every sample).")
         self.padding_value = float(padding_value)
         self.edges = EdgeMap(kernel_size, thresholds, channel_reduction, edge_method)
-        self.fill = check_choice(fill, "fill", FILL_MODES)
+        self.fill = check_fill(fill)
 
     def build(
         self, img: Any, score: Any = None, kernel_size: int | None = None, thresholds: Sequence[float] | None = None

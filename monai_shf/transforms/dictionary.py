@@ -90,7 +90,8 @@ class HierarchicalPatchd(MapTransform, InvertibleTransform):
         kernel_size: Gaussian kernel side of the edge map (odd; default 3).
         thresholds: Canny ``(low, high)`` on the 8-bit scale (default ``(50, 100)``).
         min_size: smallest leaf side (default 2).
-        fill: ``"area"`` (use leftover budget) or ``"pad"``.
+        fill: ``"uniform"`` (refine the largest leaves with leftover budget) or ``"pad"``
+            (``"area"``: deprecated name of ``"uniform"``).
         channel_reduction, edge_method: see :class:`~monai_shf.transforms.EdgeMap`.
         score_key: optional key of a precomputed ``(1, *spatial)`` score/edge map (skips edges).
         geom_key, token_mask_key: names of the side keys written (``None`` to skip one).
@@ -112,7 +113,7 @@ class HierarchicalPatchd(MapTransform, InvertibleTransform):
         kernel_size: int = 3,
         thresholds: Sequence[float] = (50, 100),
         min_size: int = 2,
-        fill: str = "area",
+        fill: str = "uniform",
         channel_reduction: str = "max",
         edge_method: str = "itk",
         score_key: str | None = None,
@@ -210,7 +211,7 @@ class HierarchicalPatchd(MapTransform, InvertibleTransform):
         return d
 
 
-class RandHierarchicalPatchd(RandomizableTransform, MapTransform, InvertibleTransform):
+class RandHierarchicalPatchd(RandomizableTransform, HierarchicalPatchd):
     """:class:`HierarchicalPatchd` with the paper's random edge parameters, drawn per sample.
 
     The Gaussian kernel is drawn from ``kernel_sizes`` (paper: {1, 3, 5, 7}) and the Canny low
@@ -219,7 +220,14 @@ class RandHierarchicalPatchd(RandomizableTransform, MapTransform, InvertibleTran
     ``monai.utils.set_determinism`` and MONAI's data loaders do). Use the deterministic
     :class:`HierarchicalPatchd` for validation and inference.
 
-    Other arguments: see :class:`HierarchicalPatchd`.
+    Args:
+        keys, length, patch_size: see :class:`HierarchicalPatchd`.
+        kernel_sizes: odd Gaussian kernel sides to draw from.
+        low_range: ``(low, high)``: the Canny low threshold is drawn among the integers of ``[low, high)``.
+        threshold_gap: Canny high threshold minus the low one.
+        kwargs: every other keyword argument of :class:`HierarchicalPatchd` (``ref_key``, ``mode``,
+            ``num_classes``, ``padding_value``, ``min_size``, ``fill``, ...), except the fixed
+            ``kernel_size`` and ``thresholds`` that this transform draws.
     """
 
     backend = HierarchicalPatchd.backend
@@ -229,25 +237,18 @@ class RandHierarchicalPatchd(RandomizableTransform, MapTransform, InvertibleTran
         keys: KeysCollection,
         length: int,
         patch_size: int,
-        ref_key: str = "image",
-        mode: Sequence[str] | str = "area",
-        inverse_mode: Sequence[str | None] | str | None = None,
-        num_classes: Sequence[int | None] | int | None = None,
-        padding_value: Sequence[float] | float = 0.0,
         kernel_sizes: Sequence[int] = (1, 3, 5, 7),
         low_range: Sequence[int] = (50, 100),
         threshold_gap: float = 50,
-        min_size: int = 2,
-        fill: str = "area",
-        channel_reduction: str = "max",
-        edge_method: str = "itk",
-        score_key: str | None = None,
-        geom_key: str | None = "geom",
-        token_mask_key: str | None = "token_mask",
-        allow_missing_keys: bool = False,
+        **kwargs: Any,
     ) -> None:
+        fixed = sorted({"kernel_size", "thresholds"} & set(kwargs))
+        if fixed:
+            raise TypeError(
+                f"RandHierarchicalPatchd draws {fixed} per sample: give kernel_sizes, low_range and threshold_gap "
+                "instead (or use HierarchicalPatchd for fixed edge parameters)."
+            )
         RandomizableTransform.__init__(self, prob=1.0)
-        MapTransform.__init__(self, keys, allow_missing_keys)
         self.kernel_sizes = tuple(check_int(k, "kernel_sizes", 1) for k in ensure_tuple(kernel_sizes))
         if not self.kernel_sizes or any(k % 2 == 0 for k in self.kernel_sizes):
             raise ValueError(f"kernel_sizes must be a non-empty sequence of odd integers, got {kernel_sizes!r}.")
@@ -257,28 +258,11 @@ class RandHierarchicalPatchd(RandomizableTransform, MapTransform, InvertibleTran
         if threshold_gap < 0:
             raise ValueError(f"threshold_gap must be >= 0, got {threshold_gap}.")
         self.threshold_gap = float(threshold_gap)
-        self.patcher = HierarchicalPatchd(
-            keys,
-            length,
-            patch_size,
-            ref_key=ref_key,
-            mode=mode,
-            inverse_mode=inverse_mode,
-            num_classes=num_classes,
-            padding_value=padding_value,
-            kernel_size=self.kernel_sizes[0],
-            thresholds=(self.low_range[0], self.low_range[0] + self.threshold_gap),
-            min_size=min_size,
-            fill=fill,
-            channel_reduction=channel_reduction,
-            edge_method=edge_method,
-            score_key=score_key,
-            geom_key=geom_key,
-            token_mask_key=token_mask_key,
-            allow_missing_keys=allow_missing_keys,
-        )
         self.kernel_size = self.kernel_sizes[0]
         self.thresholds = (float(self.low_range[0]), self.low_range[0] + self.threshold_gap)
+        HierarchicalPatchd.__init__(
+            self, keys, length, patch_size, kernel_size=self.kernel_size, thresholds=self.thresholds, **kwargs
+        )
 
     def randomize(self, data: Any = None) -> None:
         self.kernel_size = int(self.R.choice(self.kernel_sizes))
@@ -287,16 +271,7 @@ class RandHierarchicalPatchd(RandomizableTransform, MapTransform, InvertibleTran
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         self.randomize()
-        forest = self.patcher.forest(data, kernel_size=self.kernel_size, thresholds=self.thresholds)
-        return self.patcher.patch(data, forest)
-
-    def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        # iterate with this transform's own key policy: Invertd switches allow_missing_keys on the
-        # transform it holds (this one), not on the inner patcher
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.patcher.patcher.inverse(d[key])
-        return d
+        return self.patch(data, self.forest(data, kernel_size=self.kernel_size, thresholds=self.thresholds))
 
 
 class Depatchd(MapTransform):

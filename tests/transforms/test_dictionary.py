@@ -316,3 +316,40 @@ def test_depatchd_leaves_the_input_alone_and_keeps_classes():
     assert set(np.unique(done["pred"].numpy()).tolist()) <= {0.0, 2.0}
     inverted = Invertd(keys="pred", transform=pre, orig_keys="image")(out)
     assert set(np.unique(inverted["pred"].numpy()).tolist()) <= {0.0, 2.0}
+
+
+def test_rand_patcher_is_the_deterministic_patcher_with_drawn_parameters(nuclei2d):
+    """Issue 6 item 14: a subclass (one constructor), the same forest as HierarchicalPatchd with the drawn
+    parameters, and Invertd through it keeps working."""
+    assert issubclass(RandHierarchicalPatchd, HierarchicalPatchd)
+    sample = _nuclei_sample(nuclei2d)
+    rand = RandHierarchicalPatchd(["image", "label"], 256, 8, mode=("area", "nearest"), fill="pad", min_size=4)
+    rand.set_random_state(5)
+    out = rand(sample)
+    fixed = HierarchicalPatchd(
+        ["image", "label"],
+        256,
+        8,
+        mode=("area", "nearest"),
+        fill="pad",
+        min_size=4,
+        kernel_size=rand.kernel_size,
+        thresholds=rand.thresholds,
+    )(sample)
+    assert torch.equal(out["label"], fixed["label"]) and torch.equal(out["geom"], fixed["geom"])
+    assert rand.patcher.fill == "pad" and rand.patcher.min_size == 4
+    pre = Compose([rand])
+    out["pred"] = MetaTensor(torch.rand(2, 256, 8, 8))
+    assert Invertd(keys="pred", transform=pre, orig_keys="image")(out)["pred"].shape == (2, 512, 512)
+    with pytest.raises(TypeError, match="kernel_size"):
+        RandHierarchicalPatchd("image", 64, 8, kernel_size=3)
+
+
+def test_fill_area_is_a_deprecated_alias_of_uniform(nuclei2d):
+    sample = _nuclei_sample(nuclei2d)
+    uniform = HierarchicalPatchd("image", 256, 8, fill="uniform", thresholds=(250, 255))(sample)
+    with pytest.warns(DeprecationWarning, match="uniform"):
+        old = HierarchicalPatchd("image", 256, 8, fill="area", thresholds=(250, 255))
+    assert torch.equal(old(sample)["geom"], uniform["geom"]) and bool(uniform["token_mask"].all())
+    with pytest.warns(DeprecationWarning):
+        assert RandHierarchicalPatchd("image", 64, 8, fill="area").patcher.fill == "uniform"
