@@ -1,5 +1,6 @@
-"""Embedded datasets (synthetic generators, written to a bundle's dataset_dir on first run) and
-real-data datalists (JSON loading, folder-layout makers, header checks before training)."""
+"""Embedded datasets (synthetic generators, written to a bundle's dataset_dir on first run),
+real-data datalists (JSON loading, folder-layout makers, header checks before training), a
+MONAI reader for large 2D TIFF images, and the per-rank split of a datalist in distributed runs."""
 
 from .datalist import (
     check_datalist,
@@ -9,6 +10,8 @@ from .datalist import (
     load_datalist,
     make_datalist,
 )
+from .distributed import rank_partition
+from .readers import TIFF_SUFFIXES, TiffReader
 from .synthetic import synthetic_organs_3d, synthetic_tissue_2d
 
 __all__ = [
@@ -20,4 +23,7 @@ __all__ = [
     "check_datalist",
     "image_header",
     "make_datalist",
+    "rank_partition",
+    "TiffReader",
+    "TIFF_SUFFIXES",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -218,6 +219,14 @@ def test_torchrun_two_cpu_processes(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run(cmd, cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # issue 6 item 7: one seed per rank (torch's actual initial seed, logged by each rank), and each rank
+    # caches and reads its own part of the data
+    log = done.stdout + done.stderr
+    seeds = dict(re.findall(r"rank (\d) of 2: seed (\d+)", log))
+    assert len(seeds) == 2 and seeds["0"] != seeds["1"], log[-3000:]
+    for kind in ("training", "validation"):
+        parts = dict(re.findall(rf"rank (\d) of 2: 1 of 2 {kind} items: (\S+)", log))
+        assert len(parts) == 2 and parts["0"] != parts["1"], f"{kind}: {parts}"
     assert (tmp_path / "models" / "latest.pt").is_file()
     state = torch.load(tmp_path / "models" / "latest.pt", weights_only=False)
     # two samples split over two ranks: one iteration per epoch on each
@@ -313,3 +322,43 @@ def _chain(error: BaseException) -> str:
         parts.append(str(error))
         error = error.__cause__ or error.__context__
     return " | ".join(parts)
+
+
+def test_2d_bundle_patches_the_8bit_image_and_scales_the_tokens(tmp_path, monkeypatch):
+    """Issue 6 item 12: the image is loaded in its own dtype (uint8), edges and forest come from the 8-bit
+    values (the Canny thresholds are grey levels), and only the tokens are scaled to [0, 1]; a TIFF is read
+    with tifffile (no Pillow pixel limit)."""
+    import tifffile
+    from monai.bundle import ConfigParser
+    from PIL import Image
+
+    from monai_shf.forest import build_forest, edge_map, serialize
+    from monai_shf.transforms import forest_from_trace
+
+    rng = np.random.default_rng(0)
+    rgb = np.full((96, 128, 3), 40, np.uint8)  # intensities 40..200: a min-max rescale would change the edges
+    yy, xx = np.mgrid[:96, :128]
+    for _ in range(12):
+        cy, cx, r = rng.integers(8, 88), rng.integers(8, 120), rng.integers(4, 14)
+        rgb[(yy - cy) ** 2 + (xx - cx) ** 2 < r**2] = rng.integers(60, 200, 3)
+    rgb[0, 0] = 200
+    tifffile.imwrite(tmp_path / "a.tif", rgb)
+    Image.fromarray((rgb[..., 0] > 40).astype(np.uint8)).save(tmp_path / "a_mask.png")
+    item = {"image": str(tmp_path / "a.tif"), "label": str(tmp_path / "a_mask.png")}
+    (tmp_path / "datalist.json").write_text(json.dumps({"training": [item], "validation": [item]}))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow would now refuse this 12288-pixel TIFF
+
+    parser = ConfigParser()
+    parser.read_config(_files("2d", "train.yaml"))
+    parser.update({"bundle_root": str(tmp_path), "datalist_file": str(tmp_path / "datalist.json"), "length": 64})
+    pre = parser.get_parsed_content("validate#preprocessing")
+    loaded = pre.transforms[0](dict(item))
+    assert loaded["image"].dtype == torch.uint8 and loaded["label"].dtype == torch.uint8
+    out = pre(dict(item))
+    image = np.moveaxis(rgb, -1, 0).transpose(0, 2, 1)  # (C, W, H): MONAI's 2D axis order (as for PNG)
+    expected = build_forest(edge_map(image, 3, (50, 100)), 64, min_size=2)
+    forest, _ = forest_from_trace(out["image"])
+    assert forest == expected, "the forest must come from the 8-bit image, not from a rescaled float copy"
+    tokens = out["image"].as_tensor()
+    assert tokens.dtype == torch.float32 and 0.0 <= float(tokens.min()) and float(tokens.max()) <= 1.0
+    np.testing.assert_allclose(tokens.numpy(), serialize(image, forest, 8) / 255.0, atol=1e-6)
