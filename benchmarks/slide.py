@@ -235,14 +235,17 @@ def row_monai_wsireader(ctx: Context) -> dict[str, Any]:
     pick = np.random.default_rng(0).choice(ok, size=min(ctx.regions, len(ok)), replace=False)
     reader = WSIReader(backend="tifffile", level=0)
     wsi = reader.read(str(ctx.path))
+    cpu = time.process_time()
     t = time.perf_counter()
     for i in pick:
         k = int(levels[i])
         location = (int(starts[i, 0] * scales[k][0]), int(starts[i, 1] * scales[k][1]))
         reader.get_data(wsi, location=location, size=tuple(int(s) for s in sizes[i]), level=k)
     per_region = (time.perf_counter() - t) / len(pick)
+    cpu_per_region = (time.process_time() - cpu) / len(pick)
     return {
         "time_s": per_region * forest.num_leaves,
+        "cpu_s": cpu_per_region * forest.num_leaves,
         "note": f"extrapolated: {per_region:.2f} s per region x {forest.num_leaves} leaves "
         f"({len(pick)} regions at levels {sorted({int(levels[i]) for i in pick})})",
     }
@@ -262,7 +265,11 @@ ROWS: list[tuple[str, Callable[[Context], dict[str, Any]]]] = [
 def _child(args: argparse.Namespace) -> None:
     ctx = Context(Path(args.slide), args.size, args.length, args.patch, args.max_side, args.regions)
     fn = dict(ROWS)[args.row]
+    cpu = time.process_time()
     result = fn(ctx)
+    # CPU seconds of all threads (imports excluded; a row may report its own): on a shared machine
+    # wall time includes waiting for a core
+    result.setdefault("cpu_s", time.process_time() - cpu)
     result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print("RESULT " + json.dumps(result))
 
@@ -286,7 +293,7 @@ def main() -> None:
     cache = Path(args.cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     print(f"L = {args.length}, p = {args.patch}, max_side = {args.max_side}; one child process per row")
-    print("| slide | row | time (s) | peak RSS (GiB) | notes |\n|---|---|---|---|---|")
+    print("| slide | row | wall (s) | CPU (s) | peak RSS (GiB) | notes |\n|---|---|---|---|---|---|")
     for size in args.sizes:
         path = cache / f"slide_{size}.tif"
         if not path.exists():
@@ -301,13 +308,16 @@ def main() -> None:
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             if proc.returncode or not lines:
                 tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-                print(f"| {size}^2 | {name} | failed | | {tail[0][:150]} |")
+                print(f"| {size}^2 | {name} | failed | | | {tail[0][:150]} |")
                 continue
             r = json.loads(lines[-1][7:])
             if "skip" in r:
-                print(f"| {size}^2 | {name} | - | - | {r['skip']} |")
+                print(f"| {size}^2 | {name} | - | - | - | {r['skip']} |")
             else:
-                print(f"| {size}^2 | {name} | {r['time_s']:.2f} | {r['peak_rss_gib']:.2f} | {r.get('note', '')} |")
+                print(
+                    f"| {size}^2 | {name} | {r['time_s']:.2f} | {r['cpu_s']:.2f} | {r['peak_rss_gib']:.2f} "
+                    f"| {r.get('note', '')} |"
+                )
             sys.stdout.flush()
 
 

@@ -234,7 +234,8 @@ class TiffSlide(Slide):
         self.workers = check_int(workers, "workers", 1)
         self._decodes = []
         self._tif: tifffile.TiffFile | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # file handle (seek + read)
+        self._cache_lock = threading.Lock()
         self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._cached = 0
         self._pool: ThreadPoolExecutor | None = None
@@ -373,28 +374,34 @@ class TiffSlide(Slide):
         return np.ascontiguousarray(decoded.transpose(2, 0, 1), dtype=self.dtype)
 
     def _tiles(self, level: int, indices: list[int]) -> dict[int, np.ndarray]:
-        """Decoded tiles by index: cached ones, the others decoded (in threads) and cached."""
+        """Decoded tiles by index: cached ones, the others decoded (in threads) and cached.
+
+        The cache is guarded by a lock, so threads may share one slide (two threads missing the same
+        tile may both decode it; the result is the same)."""
         out: dict[int, np.ndarray] = {}
         missing = []
-        for i in indices:
-            tile = self._cache.get((level, i))
-            if tile is None:
-                missing.append(i)
-            else:
-                self._cache.move_to_end((level, i))
-                out[i] = tile
+        with self._cache_lock:
+            for i in indices:
+                tile = self._cache.get((level, i))
+                if tile is None:
+                    missing.append(i)
+                else:
+                    self._cache.move_to_end((level, i))
+                    out[i] = tile
         if missing:
             raw = [self._raw(level, i) for i in missing]
             if len(missing) > 1 and self.workers > 1:
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="slide-decode")
+                with self._cache_lock:
+                    if self._pool is None:
+                        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="slide-decode")
                 tiles = list(self._pool.map(lambda a: self._decode(level, *a), zip(missing, raw)))
             else:
                 tiles = [self._decode(level, i, d) for i, d in zip(missing, raw)]
-            self._decodes[level] += len(missing)
-            for i, tile in zip(missing, tiles):
-                out[i] = tile
-                self._remember((level, i), tile)
+            with self._cache_lock:
+                self._decodes[level] += len(missing)
+                for i, tile in zip(missing, tiles):
+                    out[i] = tile
+                    self._remember((level, i), tile)
         return out
 
     @property

@@ -163,7 +163,11 @@ def _serialize_chunk(
     out: np.ndarray,
 ) -> None:
     """Read the regions of leaves ``ids`` (in reading order) and serialise them by equal size."""
-    regions = [slide.read(level, starts[i], sizes[i]) for i in ids]
+    # boxes come from leaf_levels, inside the level by construction: skip read()'s per-call checks
+    # (they cost more than copying a small region out of cached tiles)
+    regions = [
+        slide._read_region(level, (int(y), int(x)), (int(h), int(w))) for (y, x), (h, w) in zip(starts[ids], sizes[ids])
+    ]
     key = sizes[ids, 0] * (int(sizes[ids, 1].max()) + 1) + sizes[ids, 1]
     for value in np.unique(key):
         rows = np.flatnonzero(key == value)

@@ -148,6 +148,31 @@ def test_dataloader_workers(exact_slide, by_path):
         np.testing.assert_array_equal(batches[i].numpy(), expected)
 
 
+def test_threads_share_a_slide(exact_slide):
+    from concurrent.futures import ThreadPoolExecutor
+
+    path, levels = exact_slide
+    starts = [(y, x) for y in range(0, 448, 40) for x in range(0, 960, 120)]
+    with open_slide(path, cache_bytes=20 * 64 * 64 * 3) as slide, ThreadPoolExecutor(4) as pool:
+        regions = list(pool.map(lambda s: slide.read(0, s, (64, 64)), starts))
+        assert slide.cached_bytes <= 20 * 64 * 64 * 3
+    for (y, x), region in zip(starts, regions):
+        np.testing.assert_array_equal(region, _chw(levels[0])[:, y : y + 64, x : x + 64])
+
+
+def test_openslide_backend_matches_tifffile(exact_slide):
+    pytest.importorskip("openslide", reason="OpenSlide (the optional wsi extra) is not installed")
+    path, _ = exact_slide
+    with open_slide(path, backend="openslide") as other, open_slide(path) as slide:
+        assert type(other).__name__ == "WSIReaderSlide"
+        assert other.level_shapes == slide.level_shapes and other.mpp == pytest.approx(slide.mpp)
+        for level in range(3):
+            np.testing.assert_array_equal(other.read(level, (10, 20), (50, 70)), slide.read(level, (10, 20), (50, 70)))
+        copy = pickle.loads(pickle.dumps(other))
+        np.testing.assert_array_equal(copy.read(1, (3, 4), (5, 6)), slide.read(1, (3, 4), (5, 6)))
+        copy.close()
+
+
 # ------------------------------------------------------------------------------------------ bad input
 
 
