@@ -2,7 +2,8 @@
 
 Each row is a function in ``ROWS`` run in its own child process (so its peak RSS, from
 ``getrusage``, is the row's alone, torch import included) on one generated pyramidal JPEG slide per
-size. Slides are generated once and cached under ``--cache-dir`` (a 64K^2 slide is about 1 GB).
+size: ``monai_shf.slide.make_slide`` (default; with its label slide ``slide_N_label.tif``) or
+``--generator fast`` (:func:`fast_slide`). Slides are generated once and cached under ``--cache-dir``.
 
 Rows (reading side): ``open + forest`` (``open_slide`` + ``build_slide_forest``), ``forest + tokens``
 (the same plus ``serialize_slide``: the issue's target row), ``in-memory`` (tifffile reads level 0
@@ -88,7 +89,18 @@ def _encoded_tiles(tiles: list[np.ndarray], **options: Any) -> list[bytes]:
     return out
 
 
-def generate_slide(path: Path, size: int, tile: int = 512) -> Path:
+def generate_slide(path: Path, size: int, generator: str = "make_slide", tile: int = 512) -> Path:
+    """The benchmark slide: ``monai_shf.slide.make_slide`` (real tissue texture, with its label slide
+    beside it), or ``generator="fast"``: :func:`fast_slide`."""
+    if generator == "make_slide":
+        from monai_shf.slide import make_slide
+
+        make_slide(path, size, tile=tile)
+        return path
+    return fast_slide(path, size, tile)
+
+
+def fast_slide(path: Path, size: int, tile: int = 512) -> Path:
     """A pyramidal RGB JPEG slide (level 0 plus 2x levels down to one tile, flat IFD chain, 0.25 mpp).
 
     Tissue (the ihc2d texture, mirrored: seamless) on blocks of 4096 level-0 pixels where a smooth
@@ -283,6 +295,12 @@ def main() -> None:
     parser.add_argument("--regions", type=int, default=3, help="regions MONAI's WSIReader reads (extrapolated)")
     parser.add_argument("--rows", nargs="+", default=[name for name, _ in ROWS], help="row names to run")
     parser.add_argument("--cache-dir", default="/tmp/monai_shf_bench")
+    parser.add_argument(
+        "--generator",
+        choices=("make_slide", "fast"),
+        default="make_slide",
+        help="make_slide: monai_shf.slide.make_slide (tissue texture + label slide); fast: pre-encoded tiles",
+    )
     parser.add_argument("--row", help=argparse.SUPPRESS)
     parser.add_argument("--slide", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
@@ -295,10 +313,10 @@ def main() -> None:
     print(f"L = {args.length}, p = {args.patch}, max_side = {args.max_side}; one child process per row")
     print("| slide | row | wall (s) | CPU (s) | peak RSS (GiB) | notes |\n|---|---|---|---|---|---|")
     for size in args.sizes:
-        path = cache / f"slide_{size}.tif"
+        path = cache / (f"slide_{size}.tif" if args.generator == "make_slide" else f"fast_slide_{size}.tif")
         if not path.exists():
             t = time.perf_counter()
-            generate_slide(path, size)
+            generate_slide(path, size, args.generator)
             print(f"(generated {path} in {time.perf_counter() - t:.0f} s, {path.stat().st_size / 2**20:.0f} MiB)")
         for name in args.rows:
             cmd = [sys.executable, __file__, "--row", name, "--slide", str(path), "--size", str(size)]
