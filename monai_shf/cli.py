@@ -62,7 +62,7 @@ def patching_demo(
     t0 = time.perf_counter()
     edges = edge_map(image, kernel_size=kernel_size, thresholds=thresholds)
     t1 = time.perf_counter()
-    forest = build_forest(edges, length)
+    forest = build_forest(edges, length, patch_size=patch_size)
     t2 = time.perf_counter()
     tokens = serialize(image, forest, patch_size)
     soft = serialize(label, forest, patch_size, mode="fraction", num_classes=2)

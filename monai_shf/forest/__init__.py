@@ -2,7 +2,7 @@
 
 from .edges import CHANNEL_REDUCTIONS, EDGE_METHODS, canny_bands, check_edge_args, edge_map, to_uint8
 from .resample import DESERIALIZE_MODES, SERIALIZE_MODES, deserialize, label_dtype, serialize
-from .tree import FILL_MODES, Forest, build_forest, check_fill
+from .tree import FILL_MODES, SPLIT_CRITERIA, Forest, build_forest, check_fill
 
 __all__ = [
     "Forest",
@@ -16,6 +16,7 @@ __all__ = [
     "check_edge_args",
     "check_fill",
     "FILL_MODES",
+    "SPLIT_CRITERIA",
     "SERIALIZE_MODES",
     "DESERIALIZE_MODES",
     "EDGE_METHODS",

@@ -2,8 +2,24 @@
 
 One dimension-generic implementation. The image is covered by a small grid of near-cubic *roots*
 (one root for a square or cubic image); every node splits into ``2**D`` children by halving each
-axis at ``start + size // 2``. Nodes are split best-first by their score (the sum of the score map,
-i.e. the edge-pixel count of an edge map) until exactly ``length`` tokens are used.
+axis at ``start + size // 2``. Nodes are split best-first by a *priority* computed from their score
+(the sum of the score map, i.e. the edge-pixel count of an edge map) until exactly ``length`` tokens
+are used.
+
+Split criteria (``SPLIT_CRITERIA``), for a node of score ``E``, longest side ``s`` and volume ``V``:
+
+* ``"error"`` (default): ``E * s + area_prior * V``, and 0 once ``s <= patch_size``. A leaf of side
+  ``s`` resampled to a ``p``-pixel token holds its label at a resolution of ``s / p`` pixels, so a
+  label boundary of measure ``B`` (length in 2D, area in 3D) inside it is blurred over about
+  ``B * s / p`` pixels when depatched: the leaf's expected depatching error. Splitting the node
+  halves ``s`` and so removes about ``B * s / (2p)``; with the edge count ``E`` for ``B`` that is
+  the priority up to the constant ``1 / 2p`` (which does not change the order). A node no larger
+  than the token is already at full resolution: splitting it removes nothing. The optional area
+  prior stands for boundaries the edge map missed (``area_prior * V`` is ``area_prior`` boundaries
+  crossing the node: ``s ** (D - 1) * s``). The priority is unchanged when the image is upsampled
+  (``E * s`` and ``V`` both scale by the factor ``** D``) and when the score map is multiplied by a
+  constant (with ``area_prior = 0``), unlike a fixed blend ``w * E + V``.
+* ``"edges"``: ``E``, the paper's criterion (split the leaf with the most edge pixels).
 
 Cost: ``O(V + L log L)`` for an image of ``V`` pixels. Region scores are never summed per node;
 they come from a *count pyramid*: along each axis the intervals of depth ``d`` are the same for every
@@ -11,17 +27,21 @@ node (halving is separable), so the scores of all depth-``d`` nodes form one blo
 computed once at the finest depth that can be split and then by pairwise sums (interval ``i`` of
 depth ``d`` is intervals ``2i, 2i + 1`` of depth ``d + 1``).
 
-Split order (explicit tie-break), by priority:
+Split order (explicit tie-break):
 
-1. larger score first (edge phase; only nodes with score > 0);
+1. larger priority first (priority phase; only nodes with priority > 0);
 2. larger volume first;
 3. earlier in Z-order (Morton order, axis 0 most significant; roots in row-major order).
 
-Because a child never has a larger score or volume than its parent, a best-first (heap) build splits
-exactly the first ``K`` nodes of the whole potential tree in this order. That set is selected
-vectorised, level by level, pruning below the ``K``-th best score seen so far (``_edge_splits``):
-the same result as a heap, without a Python loop per split.
-When every node with a positive score is split (or unsplittable) and budget remains, ``fill``
+A child never comes before its parent in this order: its score is at most its parent's and its
+volume smaller, so with ``"edges"`` its priority is at most the parent's (ties go to the larger
+volume); with ``"error"`` both ``E * s`` and ``V`` are strictly smaller (``s`` becomes
+``ceil(s / 2) < s``), so a positive priority strictly decreases, and the cap at ``patch_size``
+only turns priorities to 0 further down. Hence a best-first (heap) build splits exactly the first
+``K`` nodes of the whole potential tree in this order. That set is selected vectorised, level by
+level, pruning below the ``K``-th best priority seen so far (``_priority_splits``): the same result
+as a heap, without a Python loop per split.
+When every node with a positive priority is split (or unsplittable) and budget remains, ``fill``
 decides: ``"uniform"`` keeps splitting the largest leaves (uniform refinement, ties in Z-order);
 ``"pad"`` stops and leaves padding tokens. A node is splittable when every side is at least
 ``2 * min_size``, so leaves never go below ``min_size`` (except along an axis that is itself
@@ -34,7 +54,7 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,11 +62,13 @@ import numpy as np
 
 from monai_shf.validation import check_array, check_choice, check_int, to_numpy
 
-__all__ = ["Forest", "build_forest", "check_fill", "FILL_MODES"]
+__all__ = ["Forest", "build_forest", "check_fill", "FILL_MODES", "SPLIT_CRITERIA"]
 
 FILL_MODES = ("uniform", "pad")
 # deprecated names of fill modes ("area" also names the serialisation mode: a different thing)
 _FILL_ALIASES = {"area": "uniform"}
+# split priorities of build_forest; the first is the default
+SPLIT_CRITERIA = ("error", "edges")
 
 
 @dataclass(frozen=True, eq=False)
@@ -411,7 +433,15 @@ def check_fill(fill: Any) -> str:
     return check_choice(fill, "fill", FILL_MODES)
 
 
-def build_forest(score: Any, length: int, min_size: int = 2, fill: str = "uniform") -> Forest:
+def build_forest(
+    score: Any,
+    length: int,
+    min_size: int = 2,
+    fill: str = "uniform",
+    criterion: str = "error",
+    patch_size: int | None = None,
+    area_prior: float = 0.0,
+) -> Forest:
     """Build the hierarchical forest of ``score`` with exactly ``length`` tokens.
 
     Args:
@@ -420,9 +450,19 @@ def build_forest(score: Any, length: int, min_size: int = 2, fill: str = "unifor
             edge-pixel count). Not modified.
         length: the token budget ``L >= 1``.
         min_size: smallest leaf side in pixels (``>= 1``); must not exceed every side of the image.
-        fill: what to do with budget left when no leaf with a positive score can be split:
+        fill: what to do with budget left when no leaf with a positive priority can be split:
             ``"uniform"`` (default) refines the largest leaves, ``"pad"`` leaves padding tokens
             (``"area"``: deprecated name of ``"uniform"``).
+        criterion: the split priority, one of :data:`SPLIT_CRITERIA`. ``"error"`` (default): the
+            depatching error a split removes, ``score * side + area_prior * volume`` (``side`` the
+            node's longest side), zero once ``side <= patch_size``. ``"edges"``: the paper's, the
+            score alone. See the module docstring.
+        patch_size: token side ``p`` the leaves will be resampled to (``"error"`` only): nodes whose
+            longest side is at most ``p`` are already at full resolution and are split only by
+            ``fill``. ``None``: no such cap.
+        area_prior: ``"error"`` only, ``>= 0``: how likely an edge-free node hides a boundary the
+            score missed, as a fraction of one boundary crossing it (0: trust the score; 1: an
+            edge-free node weighs like a node crossed by one boundary, close to a uniform grid).
 
     Returns:
         the :class:`Forest`, leaves in Z-order.
@@ -431,6 +471,13 @@ def build_forest(score: Any, length: int, min_size: int = 2, fill: str = "unifor
     length = check_int(length, "length", 1)
     min_size = check_int(min_size, "min_size", 1)
     fill = check_fill(fill)
+    criterion = check_choice(criterion, "criterion", SPLIT_CRITERIA)
+    if patch_size is not None:
+        patch_size = check_int(patch_size, "patch_size", 1)
+    if isinstance(area_prior, bool) or not isinstance(area_prior, (int, float, np.integer, np.floating)):
+        raise TypeError(f"area_prior must be a real number, got {type(area_prior).__name__}.")
+    if not math.isfinite(area_prior) or area_prior < 0:
+        raise ValueError(f"area_prior must be a finite number >= 0, got {area_prior}.")
     shape = s.shape
     if min_size > max(shape):
         raise ValueError(f"min_size ({min_size}) is larger than every side of the image {tuple(shape)}.")
@@ -446,7 +493,11 @@ def build_forest(score: Any, length: int, min_size: int = 2, fill: str = "unifor
 
     grid = _Grid(bounds, [c for _, c in axes], roots, max_depth)
     max_splits = (length - math.prod(roots)) // (2**ndim - 1)
-    split = _edge_splits(grid, pyramid, max_splits)
+    if criterion == "edges":
+        priority = _edge_priority(pyramid)
+    else:
+        priority = _error_priority(grid, pyramid, patch_size, float(area_prior))
+    split = _priority_splits(grid, priority, max_splits)
     if fill == "uniform" and split.size < max_splits:
         split = split.concat(_fill_splits(grid, split, max_splits - split.size))
     starts, ends = grid.leaves(split)
@@ -494,6 +545,10 @@ class _Grid:
         if depth >= self.max_depth:
             return np.zeros(len(index), dtype=bool)
         return np.logical_and.reduce(self.level(depth, index, self.can))
+
+    def sides(self, depth: int, index: np.ndarray) -> np.ndarray:
+        """``(n, D)`` int64 extents of the cells ``index`` of ``depth``."""
+        return np.stack([np.diff(self.bounds[a][depth])[index[:, a]] for a in range(self.ndim)], axis=1)
 
     def volume(self, depth: int, index: np.ndarray) -> np.ndarray:
         v = np.ones(len(index), dtype=np.int64)
@@ -557,22 +612,54 @@ class _Grid:
         return starts, ends
 
 
-def _edge_splits(grid: _Grid, pyramid: list[np.ndarray], max_splits: int) -> _Nodes:
-    """The nodes split by the edge phase: the ``max_splits`` first positive-score splittable nodes
-    of the full tree in (score desc, volume desc, Z-order) order.
+def _edge_priority(pyramid: list[np.ndarray]) -> Callable[[int, np.ndarray], np.ndarray]:
+    """``criterion="edges"``: a node's priority is its score (the paper's edge-pixel count)."""
 
-    That order never puts a child before its parent, so its first ``K`` nodes are exactly what a
-    best-first heap would split. They are found level by level: a node whose score is below the
-    ``K``-th best score collected so far cannot be among them, nor can its descendants (scores only
-    shrink downwards), so the frontier stays ``O(K)`` per level.
+    def priority(depth: int, index: np.ndarray) -> np.ndarray:
+        return pyramid[depth][tuple(index.T)].astype(np.float64)
+
+    return priority
+
+
+def _error_priority(
+    grid: _Grid, pyramid: list[np.ndarray], patch_size: int | None, area_prior: float
+) -> Callable[[int, np.ndarray], np.ndarray]:
+    """``criterion="error"``: ``score * side + area_prior * volume``, zero once ``side <= patch_size``.
+
+    ``side`` is the node's longest side. Strictly smaller for a child than for its parent whenever
+    the parent's is positive (see the module docstring)."""
+
+    def priority(depth: int, index: np.ndarray) -> np.ndarray:
+        sides = grid.sides(depth, index)
+        side = sides.max(axis=1).astype(np.float64)
+        out = pyramid[depth][tuple(index.T)].astype(np.float64) * side
+        if area_prior:
+            out += area_prior * sides.prod(axis=1).astype(np.float64)
+        if patch_size is not None:
+            out[side <= patch_size] = 0.0
+        return out
+
+    return priority
+
+
+def _priority_splits(grid: _Grid, priority: Callable[[int, np.ndarray], np.ndarray], max_splits: int) -> _Nodes:
+    """The nodes split by the priority phase: the ``max_splits`` first positive-priority splittable
+    nodes of the full tree in (priority desc, volume desc, Z-order) order.
+
+    ``priority(depth, index)`` gives the float64 priorities of cells of one depth; it must never be
+    larger for a child than for its parent (both criteria guarantee it, see the module docstring).
+    Then that order never puts a child before its parent, so its first ``K`` nodes are exactly what
+    a best-first heap would split. They are found level by level: a node whose priority is below the
+    ``K``-th best priority collected so far cannot be among them, nor can its descendants
+    (priorities only shrink downwards), so the frontier stays ``O(K)`` per level.
     """
     depth_parts, index_parts, score_parts = [], [], []
-    threshold = 0.0  # scores must exceed it (the edge phase takes positive scores only)
+    threshold = 0.0  # priorities must exceed it (the priority phase takes positive ones only)
     inclusive = False
     frontier = grid.roots_nodes().index
     collected = np.zeros(0)
     for d in range(grid.max_depth):
-        scores = pyramid[d][tuple(frontier.T)].astype(np.float64)
+        scores = priority(d, frontier)
         keep = ((scores >= threshold) if inclusive else (scores > threshold)) & grid.splittable(d, frontier)
         frontier, scores = frontier[keep], scores[keep]
         if not len(frontier):

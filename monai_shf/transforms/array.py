@@ -18,6 +18,7 @@ from monai_shf.forest import (
     DESERIALIZE_MODES,
     EDGE_METHODS,
     SERIALIZE_MODES,
+    SPLIT_CRITERIA,
     Forest,
     check_edge_args,
     check_fill,
@@ -87,6 +88,9 @@ class HierarchicalPatch(InvertibleTransform):
         padding_value: value of padding tokens (e.g. a loss ``ignore_index`` for hard labels).
         kernel_size, thresholds, channel_reduction, edge_method: the edge map (see :class:`EdgeMap`).
         min_size, fill: forest build (see :func:`monai_shf.forest.build_forest`).
+        criterion: split priority of the forest build, one of ``SPLIT_CRITERIA``: ``"error"``
+            (default: expected depatching error at this ``patch_size``) or ``"edges"`` (the paper's
+            edge count); see :func:`monai_shf.forest.build_forest`.
     """
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
@@ -105,6 +109,7 @@ class HierarchicalPatch(InvertibleTransform):
         fill: str = "uniform",
         channel_reduction: str = "max",
         edge_method: str = "itk",
+        criterion: str = "error",
     ) -> None:
         self.length = check_int(length, "length", 1)
         self.patch_size = check_int(patch_size, "patch_size", 1)
@@ -117,6 +122,7 @@ class HierarchicalPatch(InvertibleTransform):
         self.padding_value = float(padding_value)
         self.edges = EdgeMap(kernel_size, thresholds, channel_reduction, edge_method)
         self.fill = check_fill(fill)
+        self.criterion = check_choice(criterion, "criterion", SPLIT_CRITERIA)
 
     def build(
         self, img: Any, score: Any = None, kernel_size: int | None = None, thresholds: Sequence[float] | None = None
@@ -133,6 +139,8 @@ class HierarchicalPatch(InvertibleTransform):
             self.edges.channel_reduction,
             self.edges.method,
             score=score,
+            criterion=self.criterion,
+            patch_size=self.patch_size,
         )
 
     def __call__(

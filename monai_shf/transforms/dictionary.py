@@ -92,6 +92,8 @@ class HierarchicalPatchd(MapTransform, InvertibleTransform):
         min_size: smallest leaf side (default 2).
         fill: ``"uniform"`` (refine the largest leaves with leftover budget) or ``"pad"``
             (``"area"``: deprecated name of ``"uniform"``).
+        criterion: split priority, ``"error"`` (default) or ``"edges"`` (the paper's); see
+            :class:`~monai_shf.transforms.HierarchicalPatch`.
         channel_reduction, edge_method: see :class:`~monai_shf.transforms.EdgeMap`.
         score_key: optional key of a precomputed ``(1, *spatial)`` score/edge map (skips edges).
         geom_key, token_mask_key: names of the side keys written (``None`` to skip one).
@@ -116,6 +118,7 @@ class HierarchicalPatchd(MapTransform, InvertibleTransform):
         fill: str = "uniform",
         channel_reduction: str = "max",
         edge_method: str = "itk",
+        criterion: str = "error",
         score_key: str | None = None,
         geom_key: str | None = "geom",
         token_mask_key: str | None = "token_mask",
@@ -138,6 +141,7 @@ class HierarchicalPatchd(MapTransform, InvertibleTransform):
             fill=fill,
             channel_reduction=channel_reduction,
             edge_method=edge_method,
+            criterion=criterion,
         )
         # fail at construction, not in the middle of an epoch
         for mode_, inverse_, classes in zip(self.mode, self.inverse_mode, self.num_classes):

@@ -44,10 +44,13 @@ def edge_forest(
     channel_reduction: str,
     edge_method: str,
     score: Any = None,
+    criterion: str = "error",
+    patch_size: int | None = None,
 ) -> Forest:
     """The forest of a ``(C, *spatial)`` image: its edge map (or the given ``score``) then the build.
 
     ``score`` may be ``(*spatial)`` or ``(1, *spatial)``; when given, no edges are computed.
+    ``criterion`` and ``patch_size`` choose the split priority (see :func:`~monai_shf.forest.build_forest`).
     """
     if score is None:
         # numpy edges straight into build_forest: a device tensor is copied to the host once for OpenCV,
@@ -62,7 +65,7 @@ def edge_forest(
         raise ValueError(
             f"score map shape {tuple(score.shape)} does not match the image's spatial shape {tuple(image.shape[1:])}."
         )
-    return build_forest(score, length, min_size=min_size, fill=fill)
+    return build_forest(score, length, min_size=min_size, fill=fill, criterion=criterion, patch_size=patch_size)
 
 
 def patch_extra_info(forest: Forest, patch_size: int, mode: str, inverse_mode: str) -> dict[str, Any]:

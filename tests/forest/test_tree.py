@@ -259,7 +259,7 @@ def test_same_leaf_set_as_the_seed(side, splits):
     length = 1 + 3 * splits
     reference = seed.FixedHierachicalForest(domain=weights * 255, fixed_length=length)
     expected = {(y1, x1, y2 - y1, x2 - x1) for x1, x2, y1, y2 in reference.encode_nodes()}
-    forest = build_forest(weights, length, min_size=1)
+    forest = build_forest(weights, length, min_size=1, criterion="edges")  # the paper's criterion
     got = {(s[0], s[1], z[0], z[1]) for s, z in zip(forest.starts.tolist(), forest.sizes.tolist())}
     assert got == expected
 

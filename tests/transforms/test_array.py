@@ -211,3 +211,21 @@ def test_resolve_depatch_mode_rule():
     assert resolve_depatch_mode(torch.rand(1, 4, 2, 2), None, "linear") == "linear"  # one soft channel
     assert resolve_depatch_mode(torch.ones(2, 4, 2, 2), None, None) == "linear"  # one-hot stays linear
     assert resolve_depatch_mode(torch.zeros(1, 4, 2, 2, dtype=torch.uint8), "linear", None) == "linear"
+
+
+@pytest.mark.parametrize("criterion", ["error", "edges"])
+def test_split_criterion_option(criterion):
+    img = np.stack([_blobs(seed=s) for s in (1,)]) * 200
+    patch = HierarchicalPatch(length=160, patch_size=4, criterion=criterion)
+    edges = edge_map(img, 3, (50, 100))
+    expected = build_forest(edges, 160, criterion=criterion, patch_size=4 if criterion == "error" else None)
+    assert patch.build(img) == expected
+    # the two criteria differ on this image: the option is not ignored
+    other = "edges" if criterion == "error" else "error"
+    assert HierarchicalPatch(length=160, patch_size=4, criterion=other).build(img) != expected
+    assert HierarchicalPatch(length=160, patch_size=4).criterion == "error"
+
+
+def test_bad_split_criterion():
+    with pytest.raises(ValueError, match="criterion"):
+        HierarchicalPatch(length=16, patch_size=8, criterion="entropy")

@@ -353,3 +353,35 @@ def test_fill_area_is_a_deprecated_alias_of_uniform(nuclei2d):
     assert torch.equal(old(sample)["geom"], uniform["geom"]) and bool(uniform["token_mask"].all())
     with pytest.warns(DeprecationWarning):
         assert RandHierarchicalPatchd("image", 64, 8, fill="area").patcher.fill == "uniform"
+
+
+def test_split_criterion_through_the_dictionary_transforms(nuclei2d):
+    from monai_shf.forest import build_forest, edge_map
+
+    sample = _nuclei_sample(nuclei2d)
+    edges = edge_map(sample["image"], 3, (50, 100))
+
+    def forest_of(out):
+        return Forest.from_dict(out["label"].applied_operations[-1]["extra_info"]["forest"])
+
+    for criterion, cap in (("error", 8), ("edges", None)):
+        expected = build_forest(edges, 256, criterion=criterion, patch_size=cap)
+        out = HierarchicalPatchd(["image", "label"], 256, 8, mode=("area", "nearest"), criterion=criterion)(sample)
+        assert forest_of(out) == expected
+        rand = RandHierarchicalPatchd(
+            ["image", "label"],
+            256,
+            8,
+            mode=("area", "nearest"),
+            kernel_sizes=(3,),
+            low_range=(50, 51),
+            criterion=criterion,
+        )
+        assert forest_of(rand(sample)) == expected
+    default = HierarchicalPatchd(["image", "label"], 256, 8, mode=("area", "nearest"))(sample)
+    assert forest_of(default) == build_forest(edges, 256, criterion="error", patch_size=8)
+    assert forest_of(default) != build_forest(edges, 256, criterion="edges")
+    with pytest.raises(ValueError, match="criterion"):
+        HierarchicalPatchd(["image"], 64, 8, criterion="entropy")
+    with pytest.raises(ValueError, match="criterion"):
+        RandHierarchicalPatchd(["image"], 64, 8, criterion="entropy")
