@@ -128,7 +128,7 @@ def slide_forest() -> Forest:
     rng = np.random.default_rng(3)
     score = np.zeros((1000, 1300), np.float32)
     score[rng.integers(0, 400, 300), rng.integers(0, 500, 300)] = 1
-    forest = build_forest(score, 400, min_size=2)
+    forest = build_forest(score, 400, min_size=2, criterion="edges")  # the paper's order: leaves down to min_size
     assert forest.sizes.min() <= 4 and forest.sizes.max() >= 64
     return forest
 
