@@ -76,7 +76,7 @@ def _heap_forest(score, length, min_size, criterion, patch_size, area_prior, fil
                 assert pri < -neg, "error priorities must strictly decrease"
             heapq.heappush(heap, (-pri, -math.prod(cz), path + (k,), cs, cz))
     nodes = leaves + heap
-    if fill == "area":  # largest splittable leaves first, ties in Z-order
+    if fill == "uniform":  # largest splittable leaves first, ties in Z-order
         pool = [(-math.prod(size), path, start, size) for _, _, path, start, size in nodes]
         heapq.heapify(pool)
         done = []
@@ -111,7 +111,7 @@ def _random_score(rng, shape, density, weighted):
     criterion=st.sampled_from(SPLIT_CRITERIA),
     patch_size=st.sampled_from([None, 1, 4, 8]),
     area_prior=st.sampled_from([0.0, 0.25, 1.0]),
-    fill=st.sampled_from(["area", "pad"]),
+    fill=st.sampled_from(["uniform", "pad"]),
     weighted=st.booleans(),
     seed=st.integers(0, 2**16),
 )
@@ -140,8 +140,8 @@ def test_same_forest_as_a_best_first_heap_2d(
 def test_same_forest_as_a_best_first_heap_3d(shape, length, density, criterion, patch_size, area_prior, seed):
     score = _random_score(np.random.default_rng(seed), tuple(shape), density, weighted=True)
     kwargs = dict(criterion=criterion, patch_size=patch_size, area_prior=area_prior)
-    forest = build_forest(score, length, min_size=1, fill="area", **kwargs)
-    assert forest == _heap_forest(score, length, 1, fill="area", **kwargs)
+    forest = build_forest(score, length, min_size=1, fill="uniform", **kwargs)
+    assert forest == _heap_forest(score, length, 1, fill="uniform", **kwargs)
 
 
 @pytest.mark.parametrize("criterion", SPLIT_CRITERIA)
@@ -157,7 +157,7 @@ def test_exact_length_tiling_and_z_order(criterion):
         # Z-order: the leaf at every pixel of a leaf's first corner is that leaf, and the corners of
         # consecutive leaves increase in Morton order (leaves of a halving tree, depth-first)
         assert (index[tuple(forest.starts.T)] == np.arange(forest.num_leaves)).all()
-        assert forest == _heap_forest(score, length, 2, criterion, 4, 0.0, "area")
+        assert forest == _heap_forest(score, length, 2, criterion, 4, 0.0, "uniform")
 
 
 def test_error_never_splits_below_the_token_until_fill():
