@@ -63,8 +63,8 @@ def test_constant_tiles_are_encoded_once(tmp_path, monkeypatch):
     import imagecodecs
 
     calls = []
-    original = imagecodecs.zlib_encode
-    monkeypatch.setattr(imagecodecs, "zlib_encode", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = imagecodecs.deflate_encode
+    monkeypatch.setattr(imagecodecs, "deflate_encode", lambda *a, **k: calls.append(1) or original(*a, **k))
     seen = []
 
     def render(level, y0, x0, h, w):
