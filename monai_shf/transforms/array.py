@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.transforms import InvertibleTransform, Transform
@@ -91,6 +92,9 @@ class HierarchicalPatch(InvertibleTransform):
         criterion: split priority of the forest build, one of ``SPLIT_CRITERIA``: ``"error"``
             (default: expected depatching error at this ``patch_size``) or ``"edges"`` (the paper's
             edge count); see :func:`monai_shf.forest.build_forest`.
+        inverse_argmax: the inverse (``Invertd``) returns ``(1, *spatial)`` class indices, the argmax
+            of the depatched ``C >= 2`` scores, without a ``C x H x W`` float canvas (predictions that
+            are only needed as labels).
     """
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
@@ -110,6 +114,7 @@ class HierarchicalPatch(InvertibleTransform):
         channel_reduction: str = "max",
         edge_method: str = "itk",
         criterion: str = "error",
+        inverse_argmax: bool = False,
     ) -> None:
         self.length = check_int(length, "length", 1)
         self.patch_size = check_int(patch_size, "patch_size", 1)
@@ -123,6 +128,7 @@ class HierarchicalPatch(InvertibleTransform):
         self.edges = EdgeMap(kernel_size, thresholds, channel_reduction, edge_method)
         self.fill = check_fill(fill)
         self.criterion = check_choice(criterion, "criterion", SPLIT_CRITERIA)
+        self.inverse_argmax = _check_bool(inverse_argmax, "inverse_argmax")
 
     def build(
         self, img: Any, score: Any = None, kernel_size: int | None = None, thresholds: Sequence[float] | None = None
@@ -151,6 +157,7 @@ class HierarchicalPatch(InvertibleTransform):
         inverse_mode: str | None = None,
         num_classes: int | None = None,
         padding_value: float | None = None,
+        inverse_argmax: bool | None = None,
     ) -> torch.Tensor:
         """Patch ``img``; per-call arguments override the constructor's (``None`` keeps them)."""
         forest = self.build(img) if forest is None else forest
@@ -167,17 +174,22 @@ class HierarchicalPatch(InvertibleTransform):
             self.num_classes if num_classes is None else num_classes,
             self.padding_value if padding_value is None else float(padding_value),
             transform_info=self.get_transform_info(),
+            inverse_argmax=self.inverse_argmax
+            if inverse_argmax is None
+            else _check_bool(inverse_argmax, "inverse_argmax"),
         )
 
     def inverse(self, data: torch.Tensor) -> torch.Tensor:
         """Depatch ``(C', L, p, ...)`` tokens carrying this transform's record to ``(C', *spatial)``.
 
         The recorded mode is used, except that class maps go back by ``"nearest"``
-        (see :func:`~monai_shf.transforms.resolve_depatch_mode`). As MONAI's inverses do, the record is
-        popped from ``data``'s trace."""
+        (see :func:`~monai_shf.transforms.resolve_depatch_mode`); with ``inverse_argmax`` recorded the
+        result is ``(1, *spatial)`` class indices. As MONAI's inverses do, the record is popped from
+        ``data``'s trace."""
         transform = self.pop_transform(data)
         info = transform[TraceKeys.EXTRA_INFO]
-        return depatch(data, Forest.from_dict(info["forest"]), mode=resolve_depatch_mode(data, None, info["mode"]))
+        mode = resolve_depatch_mode(data, None, info["mode"])
+        return depatch(data, Forest.from_dict(info["forest"]), mode=mode, argmax=bool(info.get("argmax", False)))
 
 
 class Depatch(Transform):
@@ -194,22 +206,35 @@ class Depatch(Transform):
             integer values such as ``AsDiscrete(argmax=True)`` output) by ``"nearest"``, anything
             else by the mode recorded with the forest (``"linear"`` without one); see
             :func:`~monai_shf.transforms.resolve_depatch_mode`.
+        argmax: return ``(1, *spatial)`` class indices (uint8 up to 256 classes): the argmax of the
+            depatched ``C >= 2`` scores, without a ``C x H x W`` float canvas.
     """
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
-    def __init__(self, mode: str | None = None) -> None:
+    def __init__(self, mode: str | None = None, argmax: bool = False) -> None:
         self.mode = None if mode is None else check_choice(mode, "mode", DESERIALIZE_MODES)
+        self.argmax = _check_bool(argmax, "argmax")
 
-    def __call__(self, tokens: Any, forest: Forest | None = None, mode: str | None = None) -> torch.Tensor:
-        """Depatch ``tokens``; ``mode`` overrides the constructor's for this call."""
+    def __call__(
+        self, tokens: Any, forest: Forest | None = None, mode: str | None = None, argmax: bool | None = None
+    ) -> torch.Tensor:
+        """Depatch ``tokens``; ``mode`` and ``argmax`` override the constructor's for this call."""
         mode = self.mode if mode is None else check_choice(mode, "mode", DESERIALIZE_MODES)
+        argmax = self.argmax if argmax is None else _check_bool(argmax, "argmax")
         recorded, consume = None, forest is None
         if forest is None:
             forest, info = forest_from_trace(tokens, latest=True)
             recorded = info.get("mode")
         mode = resolve_depatch_mode(tokens, mode, recorded)
-        return depatch(tokens, forest, mode=check_choice(mode, "mode", DESERIALIZE_MODES), consume_record=consume)
+        mode = check_choice(mode, "mode", DESERIALIZE_MODES)
+        return depatch(tokens, forest, mode=mode, consume_record=consume, argmax=argmax)
+
+
+def _check_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {value!r} ({type(value).__name__}).")
+    return bool(value)
 
 
 class MaskPaddingTokens(Transform):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import InvertibleTransform, MapTransform, RandomizableTransform
@@ -98,6 +99,9 @@ class HierarchicalPatchd(MapTransform, InvertibleTransform):
         score_key: optional key of a precomputed ``(1, *spatial)`` score/edge map (skips edges).
         geom_key, token_mask_key: names of the side keys written (``None`` to skip one).
         allow_missing_keys: don't raise for missing keys (``ref_key`` is always required).
+        inverse_argmax: per key: the inverse returns ``(1, *spatial)`` class indices (argmax of the
+            depatched scores, no ``K x H x W`` float canvas). ``Invertd(keys="pred", orig_keys="image")``
+            follows the ``"image"`` key's setting: set it there when the prediction is only needed as labels.
     """
 
     backend = HierarchicalPatch.backend
@@ -123,9 +127,11 @@ class HierarchicalPatchd(MapTransform, InvertibleTransform):
         geom_key: str | None = "geom",
         token_mask_key: str | None = "token_mask",
         allow_missing_keys: bool = False,
+        inverse_argmax: Sequence[bool] | bool = False,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         n = len(self.keys)
+        self.inverse_argmax = ensure_tuple_rep(inverse_argmax, n)
         self.mode = ensure_tuple_rep(mode, n)
         self.inverse_mode = ensure_tuple_rep(inverse_mode, n)
         self.num_classes = ensure_tuple_rep(num_classes, n)
@@ -144,6 +150,9 @@ class HierarchicalPatchd(MapTransform, InvertibleTransform):
             criterion=criterion,
         )
         # fail at construction, not in the middle of an epoch
+        for flag in self.inverse_argmax:
+            if not isinstance(flag, (bool, np.bool_)):
+                raise TypeError(f"inverse_argmax must be a bool per key, got {inverse_argmax!r}.")
         for mode_, inverse_, classes in zip(self.mode, self.inverse_mode, self.num_classes):
             check_choice(mode_, "mode", SERIALIZE_MODES)
             if inverse_ is not None:
@@ -181,8 +190,8 @@ class HierarchicalPatchd(MapTransform, InvertibleTransform):
     def patch(self, data: Mapping[Hashable, Any], forest: Forest) -> dict[Hashable, Any]:
         """Serialise every key of ``data`` with ``forest`` and add the side keys."""
         d = dict(data)
-        for key, mode, inverse_mode, num_classes, padding_value in self.key_iterator(
-            d, self.mode, self.inverse_mode, self.num_classes, self.padding_value
+        for key, mode, inverse_mode, num_classes, padding_value, inverse_argmax in self.key_iterator(
+            d, self.mode, self.inverse_mode, self.num_classes, self.padding_value, self.inverse_argmax
         ):
             img = d[key]
             if not hasattr(img, "shape") or tuple(img.shape[1:]) != forest.spatial_shape:
@@ -198,6 +207,7 @@ class HierarchicalPatchd(MapTransform, InvertibleTransform):
                 inverse_mode=inverse_mode,
                 num_classes=num_classes,
                 padding_value=padding_value,
+                inverse_argmax=inverse_argmax,
             )
         if self.geom_key is not None:
             d[self.geom_key] = torch.from_numpy(forest.geom())
@@ -292,6 +302,8 @@ class Depatchd(MapTransform):
         mode: ``"linear"``/``"nearest"`` per key; ``None`` (default): class maps by ``"nearest"``,
             the rest by the mode recorded with the forest, as ``Invertd`` does (see
             :func:`~monai_shf.transforms.resolve_depatch_mode`).
+        argmax: per key: ``(1, *spatial)`` class indices instead of the ``C`` score planes (no
+            ``C x H x W`` float canvas).
     """
 
     backend = Depatch.backend
@@ -302,10 +314,12 @@ class Depatchd(MapTransform):
         ref_key: str | None = "image",
         mode: Sequence[str | None] | str | None = None,
         allow_missing_keys: bool = False,
+        argmax: Sequence[bool] | bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.ref_key = ref_key
         self.mode = ensure_tuple_rep(mode, len(self.keys))
+        self.argmax = tuple(Depatch(argmax=a).argmax for a in ensure_tuple_rep(argmax, len(self.keys)))
         self.depatcher = Depatch(mode=None)
         for m in self.mode:
             if m is not None:
@@ -313,10 +327,10 @@ class Depatchd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        for key, mode in self.key_iterator(d, self.mode):
+        for key, mode, argmax in self.key_iterator(d, self.mode, self.argmax):
             tokens = d[key]
             if patch_record_index(tokens) is not None:
-                d[key] = self.depatcher(tokens, mode=mode)
+                d[key] = self.depatcher(tokens, mode=mode, argmax=argmax)
                 continue
             if self.ref_key is None or self.ref_key not in d:
                 raise ValueError(
@@ -324,7 +338,7 @@ class Depatchd(MapTransform):
                 )
             forest, info = forest_from_trace(d[self.ref_key])
             mode = resolve_depatch_mode(tokens, mode, info.get("mode"))
-            d[key] = self.depatcher(tokens, forest=forest, mode=mode)
+            d[key] = self.depatcher(tokens, forest=forest, mode=mode, argmax=argmax)
         return d
 
 

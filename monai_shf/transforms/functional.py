@@ -68,12 +68,20 @@ def edge_forest(
     return build_forest(score, length, min_size=min_size, fill=fill, criterion=criterion, patch_size=patch_size)
 
 
-def patch_extra_info(forest: Forest, patch_size: int, mode: str, inverse_mode: str) -> dict[str, Any]:
-    """The ``extra_info`` recorded for one patching: picklable numpy/int/str values only.
+def patch_extra_info(
+    forest: Forest, patch_size: int, mode: str, inverse_mode: str, inverse_argmax: bool = False
+) -> dict[str, Any]:
+    """The ``extra_info`` recorded for one patching: picklable numpy/int/str/bool values only.
 
     ``"mode"`` is the depatching mode (``Invertd(nearest_interp=True)`` turns it into ``"nearest"``);
-    ``"serialize_mode"`` is how the tokens were made."""
-    return {"forest": forest.to_dict(), "patch_size": int(patch_size), "mode": inverse_mode, "serialize_mode": mode}
+    ``"serialize_mode"`` is how the tokens were made; ``"argmax"``: the inverse returns class indices."""
+    return {
+        "forest": forest.to_dict(),
+        "patch_size": int(patch_size),
+        "mode": inverse_mode,
+        "serialize_mode": mode,
+        "argmax": bool(inverse_argmax),
+    }
 
 
 def hierarchical_patch(
@@ -85,8 +93,10 @@ def hierarchical_patch(
     num_classes: int | None,
     padding_value: float,
     transform_info: dict,
+    inverse_argmax: bool = False,
 ) -> torch.Tensor:
-    """Serialise ``img`` ``(C, *spatial)`` into ``(C', L, p, ...)`` tokens and record the forest.
+    """Serialise ``img`` ``(C, *spatial)`` into ``(C', L, p, ...)`` tokens and record the forest
+    (``inverse_argmax``: the inverse is to return class indices, see :func:`depatch`).
 
     The tokens keep ``img``'s metadata (affine included: it describes the image the tokens came from
     and is what the inverse restores); ``applied_operations`` gains one entry with the forest.
@@ -98,7 +108,7 @@ def hierarchical_patch(
         # every sample of a dataset collates
         tokens = tokens.to(padding_dtype(tokens.dtype, padding_value))
         tokens[:, forest.num_leaves :] = padding_value
-    extra_info = patch_extra_info(forest, patch_size, mode, inverse_mode)
+    extra_info = patch_extra_info(forest, patch_size, mode, inverse_mode, inverse_argmax)
     meta_info = TraceableTransform.track_transform_meta(
         img,
         sp_size=tuple(tokens.shape[1:]),
@@ -128,14 +138,22 @@ def padding_dtype(dtype: torch.dtype, padding_value: float) -> torch.dtype:
     return torch.int64
 
 
-def depatch(tokens: Any, forest: Forest, mode: str, consume_record: bool = False) -> torch.Tensor:
+def depatch(tokens: Any, forest: Forest, mode: str, consume_record: bool = False, argmax: bool = False) -> torch.Tensor:
     """Rebuild ``(C, *spatial)`` from ``(C, L, p, ...)`` tokens; metadata (and the trace) of a
     MetaTensor input are kept on the output.
 
-    With ``consume_record`` the output's ``applied_operations`` lacks the most recent entry (the
-    patching being undone); the input's own trace is never modified.
+    With ``argmax`` the result is ``(1, *spatial)`` class indices (uint8 up to 256 classes), the
+    argmax over the ``C >= 2`` depatched score channels, written without a ``C x H x W`` float canvas
+    (:func:`monai_shf.forest.deserialize`). With ``consume_record`` the output's
+    ``applied_operations`` lacks the most recent entry (the patching being undone); the input's own
+    trace is never modified.
     """
-    out = convert_to_tensor(deserialize(tokens, forest, mode=mode), track_meta=False)
+    if argmax and tokens.shape[0] < 2:
+        raise ValueError(
+            f"argmax needs tokens of C >= 2 class scores, got {tuple(tokens.shape)}; a one-channel map is "
+            "depatched without argmax."
+        )
+    out = convert_to_tensor(deserialize(tokens, forest, mode=mode, argmax=bool(argmax)), track_meta=False)
     if not isinstance(tokens, MetaTensor):
         return out
     out = MetaTensor(out).copy_meta_from(tokens)  # the trace list is copied, its entries shared

@@ -147,6 +147,9 @@ def test_train_evaluate_infer(kind, tmp_path):
         from PIL import Image
 
         assert Image.open(predictions[0]).size == Image.open(source).size
+        # issue 6 item 11: labels straight from depatching (uint8 class indices, no K x H x W float canvas)
+        pred = infer.parser.get_parsed_content("evaluator").state.output[0]["pred"]
+        assert pred.dtype == torch.uint8 and pred.shape[0] == 1 and set(np.unique(pred.numpy())) <= {0, 1}
 
 
 def test_resume_continues_the_epoch_count(tmp_path):

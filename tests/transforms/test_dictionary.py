@@ -24,7 +24,14 @@ from monai.transforms import (
 from monai.utils import set_determinism
 
 from monai_shf.forest import Forest
-from monai_shf.transforms import Depatchd, EdgeMapd, HierarchicalPatchd, RandHierarchicalPatchd
+from monai_shf.transforms import (
+    Depatch,
+    Depatchd,
+    EdgeMapd,
+    HierarchicalPatchd,
+    RandHierarchicalPatchd,
+    forest_from_trace,
+)
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -385,3 +392,46 @@ def test_split_criterion_through_the_dictionary_transforms(nuclei2d):
         HierarchicalPatchd(["image"], 64, 8, criterion="entropy")
     with pytest.raises(ValueError, match="criterion"):
         RandHierarchicalPatchd(["image"], 64, 8, criterion="entropy")
+
+
+def test_argmax_depatching_gives_labels_without_a_float_canvas(nuclei2d):
+    """Issue 6 item 11: Depatch(d)(argmax=True) and HierarchicalPatchd(inverse_argmax=...) through Invertd
+    return (1, *spatial) uint8 class indices, the argmax of the linearly depatched scores."""
+    pre = Compose([HierarchicalPatchd(["image", "label"], 256, 8, mode=("area", "fraction"), num_classes=(None, 3))])
+    labels = Compose(
+        [
+            HierarchicalPatchd(
+                ["image", "label"],
+                256,
+                8,
+                mode=("area", "fraction"),
+                num_classes=(None, 3),
+                inverse_argmax=(True, False),
+            )
+        ]
+    )
+    sample = _nuclei_sample(nuclei2d)
+    sample["label"] = sample["label"] + MetaTensor(
+        (torch.arange(512) > 300).to(torch.uint8)[None, None].expand(1, 512, 512)
+    )
+    scores = torch.rand(3, 256, 8, 8)
+    scores[:, :, 2:6] = pre(sample)["label"].as_tensor()[:, :, 2:6] * 4  # a structured prediction
+    out, out_labels = pre(sample), labels(sample)
+    out["pred"], out_labels["pred"] = MetaTensor(scores), MetaTensor(scores)
+    reference = Invertd("pred", pre, orig_keys="image", nearest_interp=False)(out)["pred"]
+    assert reference.shape == (3, 512, 512) and reference.dtype == torch.float32
+    expected = reference.argmax(0, keepdim=True)
+    inverted = Invertd("pred", labels, orig_keys="image", nearest_interp=False)(out_labels)["pred"]
+    assert inverted.shape == (1, 512, 512) and inverted.dtype == torch.uint8
+    assert (inverted.as_tensor().long() != expected.as_tensor()).float().mean() < 1e-3  # ties aside
+    done = Depatchd("pred", ref_key="image", argmax=True)(out)
+    assert done["pred"].dtype == torch.uint8 and torch.equal(done["pred"].as_tensor(), inverted.as_tensor())
+    assert torch.equal(
+        Depatch(argmax=True)(scores, forest=forest_from_trace(out["image"])[0]), done["pred"].as_tensor()
+    )
+    # the setting is per key: the label key kept its plain inverse (fractions)
+    assert out_labels["label"].applied_operations[-1]["extra_info"]["argmax"] is False
+    with pytest.raises(ValueError, match="C >= 2"):
+        Depatch(argmax=True)(scores[:1], forest=forest_from_trace(out["image"])[0])
+    with pytest.raises(TypeError, match="inverse_argmax"):
+        HierarchicalPatchd("image", 64, 8, inverse_argmax="yes")
