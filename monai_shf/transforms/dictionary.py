@@ -209,11 +209,15 @@ class HierarchicalPatchd(MapTransform, InvertibleTransform):
                 padding_value=padding_value,
                 inverse_argmax=inverse_argmax,
             )
+        return self.add_side_keys(d, forest)
+
+    def add_side_keys(self, data: dict[Hashable, Any], forest: Forest) -> dict[Hashable, Any]:
+        """Write ``geom`` ``(L, 2D)`` float32 and ``token_mask`` ``(L,)`` bool of ``forest`` into ``data``."""
         if self.geom_key is not None:
-            d[self.geom_key] = torch.from_numpy(forest.geom())
+            data[self.geom_key] = torch.from_numpy(forest.geom())
         if self.token_mask_key is not None:
-            d[self.token_mask_key] = torch.from_numpy(forest.token_mask())
-        return d
+            data[self.token_mask_key] = torch.from_numpy(forest.token_mask())
+        return data
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         return self.patch(data, self.forest(data))

@@ -22,6 +22,7 @@ __all__ = [
     "PATCH_CLASS_NAMES",
     "edge_forest",
     "hierarchical_patch",
+    "record_patch",
     "depatch",
     "forest_from_trace",
     "resolve_depatch_mode",
@@ -102,7 +103,28 @@ def hierarchical_patch(
     and is what the inverse restores); ``applied_operations`` gains one entry with the forest.
     """
     img = convert_to_tensor(img, track_meta=get_track_meta())  # like MONAI's transforms: trace numpy input too
-    tokens = convert_to_tensor(serialize(img, forest, patch_size, mode=mode, num_classes=num_classes), track_meta=False)
+    tokens = serialize(img, forest, patch_size, mode=mode, num_classes=num_classes)
+    return record_patch(img, tokens, forest, patch_size, mode, inverse_mode, padding_value, transform_info)
+
+
+def record_patch(
+    img: Any,
+    tokens: Any,
+    forest: Forest,
+    patch_size: int,
+    mode: str,
+    inverse_mode: str,
+    padding_value: float,
+    transform_info: dict,
+) -> torch.Tensor:
+    """Give ``(C', L, p, ...)`` ``tokens`` made from ``img`` with ``forest`` the padding value and the
+    trace of one patching: ``img``'s metadata and ``applied_operations`` plus one entry holding the
+    forest (the record that :func:`forest_from_trace`, ``Invertd`` and ``Depatchd`` read).
+
+    ``img`` is the source as a MetaTensor (its metadata and trace are copied) or anything else (plain
+    tokens are returned). Whole-slide transforms pass a MetaTensor carrying only the slide's metadata.
+    """
+    tokens = convert_to_tensor(tokens, track_meta=False)
     if padding_value != 0:
         # the dtype depends on the arguments only (never on whether this sample has padding), so
         # every sample of a dataset collates
