@@ -11,16 +11,20 @@ one. It also offers a fixed ``latest_filename`` for the interval checkpoint, so 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import torch
 from ignite.handlers.checkpoint import BaseSaveHandler
-from monai.handlers import CheckpointSaver
+from monai.handlers import CheckpointSaver, IgniteMetricHandler
+from monai.metrics import CumulativeIterationMetric
+from monai.metrics.utils import do_metric_reduction
+from monai.utils import MetricReduction
 
 from monai_shf.utils import atomic_write
 
-__all__ = ["AtomicDiskSaver", "AtomicCheckpointSaver"]
+__all__ = ["AtomicDiskSaver", "AtomicCheckpointSaver", "PrecomputedMetric", "SlideMeanDice"]
 
 
 class AtomicDiskSaver(BaseSaveHandler):
@@ -70,3 +74,63 @@ class AtomicCheckpointSaver(CheckpointSaver):
         """The key-metric tracking (best scores so far), so that saving it with the trainer lets a
         resumed run keep the old best checkpoint unless it beats it (``load_state_dict`` restores)."""
         return self._key_metric_checkpoint.state_dict() if self._key_metric_checkpoint is not None else {}
+
+
+class PrecomputedMetric(CumulativeIterationMetric):
+    """Per-sample metric values computed elsewhere, collected and reduced like MONAI's metrics.
+
+    For values that cannot be computed from the engine's tensors, e.g. the full-resolution Dice of a
+    whole slide, computed tile by tile from the written mask file by
+    :class:`~monai_shf.transforms.slide.SlideDiced`. Each sample gives a ``(K,)`` vector (one value per
+    class); ``aggregate`` reduces the ``(N, K)`` buffer (NaN, e.g. a class absent from a label, ignored).
+
+    Args:
+        include_background: keep column 0.
+        reduction: MONAI metric reduction of the ``(N, K)`` buffer.
+        get_not_nans: also return the count of non-NaN values.
+    """
+
+    def __init__(
+        self,
+        include_background: bool = True,
+        reduction: MetricReduction | str = MetricReduction.MEAN,
+        get_not_nans: bool = False,
+    ) -> None:
+        super().__init__()
+        self.include_background, self.reduction, self.get_not_nans = include_background, reduction, get_not_nans
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        values = torch.as_tensor(y_pred, dtype=torch.float32).reshape(y_pred.shape[0], -1)
+        return values if self.include_background else values[:, 1:]
+
+    def aggregate(self, reduction: MetricReduction | str | None = None) -> Any:
+        values, not_nans = do_metric_reduction(self.get_buffer(), reduction or self.reduction)
+        return (values, not_nans) if self.get_not_nans else values
+
+
+def _values_and_none(key: str, output: Sequence[Mapping]) -> tuple[list, None]:
+    """``([sample[key] for each sample], None)``: the ``(y_pred, y)`` pair of a precomputed metric."""
+    if isinstance(output, Mapping):
+        output = [output]
+    return [sample[key] for sample in output], None
+
+
+class SlideMeanDice(IgniteMetricHandler):
+    """Mean full-resolution Dice of whole slides over an evaluation, from the per-sample ``(K,)`` Dice
+    that :class:`~monai_shf.transforms.slide.SlideDiced` stores under ``dice_key`` in the engine output.
+
+    Use it as ``key_val_metric`` of a ``SupervisedEvaluator`` (it is reduced across ranks like any
+    MONAI metric; ``save_details`` keeps the per-slide values for ``MetricsSaver``).
+
+    Args:
+        dice_key: key of the per-sample Dice in the (decollated) engine output.
+        include_background: average class 0 too.
+        save_details: keep per-slide values in ``engine.state.metric_details``.
+    """
+
+    def __init__(self, dice_key: str = "pred_path_dice", include_background: bool = False, save_details: bool = True):
+        super().__init__(
+            metric_fn=PrecomputedMetric(include_background=include_background),
+            output_transform=partial(_values_and_none, dice_key),
+            save_details=save_details,
+        )

@@ -23,6 +23,7 @@ from .synthetic import synthetic_organs_3d, synthetic_tissue_2d
 __all__ = [
     "ensure_synthetic_2d",
     "ensure_synthetic_3d",
+    "ensure_synthetic_slides",
     "load_datalist",
     "check_datalist",
     "image_header",
@@ -96,6 +97,33 @@ def ensure_synthetic_3d(
             image, label = synthetic_organs_3d(tuple(size), seed=seed + i)
             atomic_write(img_path, lambda tmp, image=image: nib.save(nib.Nifti1Image(image, affine), tmp))
             atomic_write(lab_path, lambda tmp, label=label: nib.save(nib.Nifti1Image(label, affine), tmp))
+        items.append({"image": str(img_path.relative_to(root)), "label": str(lab_path.relative_to(root))})
+    datalist = {"training": items[:num_train], "validation": items[num_train:]}
+    _write_json(root / "datalist.json", datalist)
+    return _absolute(datalist, root)
+
+
+def ensure_synthetic_slides(
+    dataset_dir: str | Path, num_train: int = 4, num_val: int = 2, size: int = 4096, seed: int = 0
+) -> dict[str, list]:
+    """Write (once) pyramidal whole-slide test data to ``dataset_dir`` and return its datalist.
+
+    Each case is a tiled pyramidal RGB TIFF (JPEG tiles) of ``size x size`` made from real tissue
+    texture (``shared/data/ihc2d``) and its uint8 label slide (0 background, 1 tissue, 2 DAB-positive),
+    written tile by tile by :func:`monai_shf.slide.make_slide` (seconds per 4K^2 slide). Re-running
+    reuses the files (they are regenerated when missing or when the parameters change).
+    """
+    from monai_shf.slide import make_slide
+
+    root = Path(dataset_dir)
+    (root / "slides").mkdir(parents=True, exist_ok=True)
+    fresh = _generator_changed(root, {"kind": "slides", "size": int(size), "seed": int(seed)})
+    items = []
+    for i in range(num_train + num_val):
+        img_path = root / "slides" / f"slide_{i:03d}.tif"
+        lab_path = root / "slides" / f"slide_{i:03d}_label.tif"
+        if fresh or not (img_path.exists() and lab_path.exists()):
+            make_slide(img_path, size, seed=seed + i, label_out=lab_path)
         items.append({"image": str(img_path.relative_to(root)), "label": str(lab_path.relative_to(root))})
     datalist = {"training": items[:num_train], "validation": items[num_train:]}
     _write_json(root / "datalist.json", datalist)
