@@ -136,7 +136,7 @@ def test_torchrun_training_and_sharded_inference(tmp_path):
     done = _torchrun(["inference.yaml", "multi_gpu_inference.yaml"], infer_args, ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     log = done.stdout + done.stderr
-    shards = dict(re.findall(r"rank (\d) of 2: (\d+) slides", log))
+    shards = dict(re.findall(r"rank (\d) of 2: (\d) of 3 inference items", log))
     assert sorted(shards.values()) == ["1", "2"], log[-2000:]
     masks = sorted(p.name for p in (tmp_path / "eval" / "masks").glob("*_mask.tif"))
     assert masks == ["slide_000_mask.tif", "slide_001_mask.tif", "slide_002_mask.tif"]
