@@ -190,7 +190,8 @@ def build_slide_forest(
         fill: ``"uniform"`` or ``"pad"`` (``"area"``: deprecated name of ``"uniform"``), as
             :func:`~monai_shf.forest.build_forest`.
         band_rows: grid rows per edge band (memory).
-        **forest_kwargs: any further option of :func:`~monai_shf.forest.build_forest`.
+        **forest_kwargs: any further option of :func:`~monai_shf.forest.build_forest` (``criterion``,
+            ``patch_size`` in level-0 pixels, ...).
 
     Returns:
         the :class:`~monai_shf.forest.Forest` over ``slide.shape``, leaves in Z-order.
@@ -206,6 +207,11 @@ def build_slide_forest(
             slide, max_side, forest_level, kernel_size, thresholds, channel_reduction, band_rows
         )
         grid_min = min(max(1, math.ceil(min_size / min(sy, sx))), max(edges.shape))
+        if forest_kwargs.get("patch_size") is not None:
+            # the token side caps splits in level-0 pixels: a grid leaf of g pixels spans g * s of them,
+            # so g <= p / s (integer g: g <= floor(p / s)) is at the token's resolution already
+            patch = check_int(forest_kwargs["patch_size"], "patch_size", 1)
+            forest_kwargs = {**forest_kwargs, "patch_size": max(1, math.floor(patch / max(sy, sx)))}
         grid_forest = build_forest(edges, length, min_size=grid_min, fill=fill, **forest_kwargs)
         del edges
         h, w = slide.shape

@@ -90,6 +90,8 @@ class _SlideOptions:
                 min_size=patcher.min_size,
                 fill=patcher.fill,
                 channel_reduction=patcher.edges.channel_reduction,
+                criterion=patcher.criterion,
+                patch_size=patcher.patch_size,
             )
 
     def patch(self, data: Mapping[Hashable, Any], forest: Forest) -> dict[Hashable, Any]:

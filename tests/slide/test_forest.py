@@ -40,6 +40,18 @@ def test_forest_level_and_forwarded_options(exact_slide):
         build_slide_forest(path, 64, no_such_option=1)
 
 
+def test_patch_size_cap_is_in_level0_pixels(exact_slide):
+    """criterion="error" stops splitting at the token's resolution, given in level-0 pixels: on a grid 4x
+    coarser, a token of 16 level-0 pixels is 4 grid pixels."""
+    path, levels = exact_slide
+    forest = build_slide_forest(path, 3000, max_side=256, criterion="error", patch_size=16)
+    grid = edge_map(levels[2].transpose(2, 0, 1))
+    reference = build_forest(grid, 3000, criterion="error", patch_size=4)
+    np.testing.assert_array_equal(forest.starts, reference.starts * 4)
+    np.testing.assert_array_equal(forest.sizes, reference.sizes * 4)
+    assert forest != build_slide_forest(path, 3000, max_side=256, criterion="error", patch_size=4)
+
+
 def test_non_power_of_two_downsample_tiles_exactly(tmp_path):
     image = texture(500, 750)
     levels = [image, cv.resize(image, (186, 124), interpolation=cv.INTER_AREA)]  # 4.03 x 4.02
