@@ -104,7 +104,9 @@ def hierarchical_patch(
     """
     img = convert_to_tensor(img, track_meta=get_track_meta())  # like MONAI's transforms: trace numpy input too
     tokens = serialize(img, forest, patch_size, mode=mode, num_classes=num_classes)
-    return record_patch(img, tokens, forest, patch_size, mode, inverse_mode, padding_value, transform_info)
+    return record_patch(
+        img, tokens, forest, patch_size, mode, inverse_mode, padding_value, transform_info, inverse_argmax
+    )
 
 
 def record_patch(
@@ -116,6 +118,7 @@ def record_patch(
     inverse_mode: str,
     padding_value: float,
     transform_info: dict,
+    inverse_argmax: bool = False,
 ) -> torch.Tensor:
     """Give ``(C', L, p, ...)`` ``tokens`` made from ``img`` with ``forest`` the padding value and the
     trace of one patching: ``img``'s metadata and ``applied_operations`` plus one entry holding the

@@ -98,8 +98,8 @@ class _SlideOptions:
         """Serialise every key's slide with ``forest`` (level-0 pixels) and add the side keys."""
         d = dict(data)
         patcher = self.patcher
-        for key, mode, inverse_mode, num_classes, padding_value in self.key_iterator(
-            d, self.mode, self.inverse_mode, self.num_classes, self.padding_value
+        for key, mode, inverse_mode, num_classes, padding_value, inverse_argmax in self.key_iterator(
+            d, self.mode, self.inverse_mode, self.num_classes, self.padding_value, self.inverse_argmax
         ):
             with open_slide(_slide_path(d[key], key), backend=self.backend) as slide:
                 if tuple(slide.shape) != forest.spatial_shape:
@@ -120,6 +120,7 @@ class _SlideOptions:
                 inverse_mode,
                 float(padding_value),
                 transform_info=patcher.get_transform_info(),
+                inverse_argmax=bool(inverse_argmax),
             )
         return self.add_side_keys(d, forest)
 
