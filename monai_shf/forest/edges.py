@@ -46,6 +46,11 @@ __all__ = [
 
 EDGE_METHODS = ("itk", "slicewise")
 CHANNEL_REDUCTIONS = ("max", "mean")
+# edge_map's bands: at most 1/16 of the image (peak memory stays a small fraction of the image's) and 4 Mpx
+# (bounded whatever the width), at least 32 rows (the per-band work is not swamped by the per-band overhead).
+_BAND_FRACTION = 16
+_BAND_PIXELS = 1 << 22
+_MIN_BAND_ROWS = 32
 # Rows converted to uint8 at a time when a 3D volume is scaled (bounds the float temporary).
 _SCALE_CHUNK = 64
 
@@ -351,8 +356,8 @@ def edge_map(
 ) -> Any:
     """Edge map of a channel-first image, the score map of :func:`~monai_shf.forest.build_forest`.
 
-    2D images go through :func:`canny_bands` (bands of 512 rows read as views of ``image``, scaled to
-    uint8 band by band with the whole image's range): peak extra memory is the output plus band
+    2D images go through :func:`canny_bands` (bands of ``H / 16`` rows, 32 to ``4 Mpx / W``, read as
+    views of ``image`` and scaled to uint8 band by band with the whole image's range): peak extra memory is the output plus band
     buffers, never a whole-image copy (see ``benchmarks/memory.py``).
 
     Args:
@@ -377,7 +382,9 @@ def edge_map(
             lo, hi = 0.0, 255.0  # unused by to_uint8 for these dtypes
         else:
             lo, hi = float(x.min()), float(x.max())
-        edges = canny_bands(_scaled_rows(x, lo, hi), x.shape[1:], k, (low, high), reduction)
+        h, w = x.shape[1:]
+        band_rows = max(_MIN_BAND_ROWS, min(h // _BAND_FRACTION, _BAND_PIXELS // w))
+        edges = canny_bands(_scaled_rows(x, lo, hi), (h, w), k, (low, high), reduction, band_rows=band_rows)
     else:
         if x.shape[0] == 1:
             volume = _volume_uint8(x[0])
