@@ -17,10 +17,11 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["main", "find_nuclei2d", "patching_demo", "training_demo"]
+__all__ = ["main", "find_nuclei2d", "patching_demo", "training_demo", "demo_figure"]
 
 
 def find_nuclei2d() -> Path | None:
@@ -97,6 +98,49 @@ def patching_demo(
 BUNDLE_2D = Path(__file__).resolve().parents[1] / "bundles" / "shf_2d_segmentation"
 
 
+def demo_figure(preprocessing: Any, item: dict, pred_path: str | Path) -> tuple[np.ndarray, Any]:
+    """The demo's figure of one sample: input, forest, depatched prediction, ground truth.
+
+    The forest is the one the network saw: ``preprocessing`` (a ``Compose`` ending with
+    ``HierarchicalPatchd``, e.g. the 2D bundle's ``validate#preprocessing``) loads and scales ``item``,
+    and its patcher builds the forest from that sample, in the pipeline's array orientation (MONAI's
+    PIL reader loads an ``H x W`` PNG as ``(C, W, H)``, x first). The prediction is loaded by the same
+    reader, so all four panels share that orientation; each is turned back to the file's ``(H, W)`` for
+    display.
+
+    Args:
+        preprocessing: a MONAI ``Compose`` whose last transform is a ``HierarchicalPatchd``.
+        item: a datalist entry with ``"image"`` and ``"label"`` file paths.
+        pred_path: the depatched prediction file of ``item``.
+
+    Returns:
+        ``(figure, forest)``: an ``(h, w, 3)`` uint8 picture and the :class:`~monai_shf.forest.Forest`
+        over the pipeline's spatial shape.
+    """
+    from monai.transforms import Compose, LoadImage
+
+    from monai_shf.visualize import forest_overlay, panels, to_rgb
+
+    *loading, patcher = preprocessing.transforms
+    sample = Compose(loading)(dict(item))
+    forest = patcher.forest(sample)
+    pred = LoadImage(image_only=True, ensure_channel_first=True)(str(pred_path))
+
+    def shown(rgb: np.ndarray) -> np.ndarray:  # (x, y, 3) in the pipeline's order -> (y, x, 3) as in the file
+        return np.ascontiguousarray(rgb.swapaxes(0, 1))
+
+    figure = panels(
+        [
+            shown(to_rgb(sample["image"])),
+            shown(forest_overlay(sample["image"], forest)),
+            shown(to_rgb(pred.float())),
+            shown(to_rgb(sample["label"].float())),
+        ],
+        ["input", f"forest: {forest.num_leaves} leaves", "prediction (depatched)", "ground truth"],
+    )
+    return figure, forest
+
+
 def training_demo(output_dir: Path, max_epochs: int, num_train: int, image_size: int) -> dict:
     """Train, evaluate and run inference with the 2D bundle (small network) under ``output_dir``."""
     import warnings
@@ -104,7 +148,7 @@ def training_demo(output_dir: Path, max_epochs: int, num_train: int, image_size:
     import torch
     from monai.bundle import ConfigWorkflow
 
-    from monai_shf.visualize import forest_overlay, panels, save_png, to_rgb
+    from monai_shf.visualize import save_png
 
     configs = BUNDLE_2D / "configs"
     if not configs.is_dir():
@@ -157,27 +201,15 @@ def training_demo(output_dir: Path, max_epochs: int, num_train: int, image_size:
             ),
         )
         infer.run()
-    # a figure of the first validation image
+    # a figure of the first validation image, with the forest its validation pipeline built
     from PIL import Image
 
     datalist = train.parser.get_parsed_content("datalist")
     item = datalist["validation"][0]
-    image = np.moveaxis(np.asarray(Image.open(item["image"])), -1, 0)
     truth = np.asarray(Image.open(item["label"]))
     pred_path = output_dir / "eval" / "predictions" / (Path(item["image"]).stem + "_seg.png")
     pred = np.asarray(Image.open(pred_path))
-    # the forest the validation pipeline builds for this image (its deterministic patcher)
-    patcher = train.parser.get_parsed_content("validate#preprocessing").transforms[-1].patcher
-    forest = patcher.build(image.astype(np.float32) / 255.0)
-    figure = panels(
-        [
-            to_rgb(image),
-            forest_overlay(image, forest),
-            to_rgb(pred.astype(np.float32)),
-            to_rgb(truth.astype(np.float32)),
-        ],
-        ["input", f"forest: {forest.num_leaves} leaves", "prediction (depatched)", "ground truth"],
-    )
+    figure, _ = demo_figure(train.parser.get_parsed_content("validate#preprocessing"), item, pred_path)
     path = save_png(output_dir / "demo_figure.png", figure)
     return {
         "metrics": metrics,

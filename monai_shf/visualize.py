@@ -14,6 +14,7 @@ import cv2 as cv
 import numpy as np
 
 from monai_shf.forest import Forest, to_uint8
+from monai_shf.utils import atomic_write
 from monai_shf.validation import to_numpy
 
 __all__ = ["to_rgb", "forest_overlay", "panels", "save_png"]
@@ -67,9 +68,15 @@ def panels(images: Sequence[np.ndarray], titles: Sequence[str], width: int = 512
 
 
 def save_png(path: str | Path, rgb: np.ndarray) -> Path:
-    """Write an ``(H, W, 3)`` RGB uint8 picture as PNG (parent folders created)."""
+    """Write an ``(H, W, 3)`` RGB uint8 picture as PNG (parent folders created; written to a temporary
+    name and renamed, so a reader never sees half a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv.imwrite(str(path), cv.cvtColor(rgb, cv.COLOR_RGB2BGR)):
-        raise OSError(f"could not write {path}")
+    bgr = cv.cvtColor(rgb, cv.COLOR_RGB2BGR)
+
+    def write(tmp: str) -> None:
+        if not cv.imwrite(tmp, bgr):
+            raise OSError(f"could not write {path}")
+
+    atomic_write(path, write)
     return path

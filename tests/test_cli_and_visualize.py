@@ -47,3 +47,38 @@ def test_datalist_command(tmp_path, capsys):
     made = json.loads((tmp_path / "datalist.json").read_text())
     assert len(made["training"]) == 2 and len(made["validation"]) == 1
     assert "2 training, 1 validation" in capsys.readouterr().out
+
+
+def test_demo_figure_shows_the_forest_the_pipeline_built(tmp_path):
+    """The figure's forest is the validation pipeline's (PIL-loaded PNGs are (C, W, H) in MONAI), not the
+    forest of the file's (H, W) array; the panels are shown in the file's orientation."""
+    from monai.transforms import Compose, LoadImaged, ScaleIntensityRanged
+    from PIL import Image
+
+    from monai_shf.cli import demo_figure
+    from monai_shf.forest import Forest
+    from monai_shf.transforms import HierarchicalPatchd
+
+    h, w = 40, 72
+    yy, xx = np.mgrid[:h, :w]
+    label = (((yy - 15) ** 2 + (xx - 50) ** 2) < 100).astype(np.uint8)
+    rgb = np.stack([label * 200 + 20, (xx * 3).astype(np.uint8), np.full((h, w), 60, np.uint8)], axis=-1).astype(
+        np.uint8
+    )
+    item = {"image": str(tmp_path / "img.png"), "label": str(tmp_path / "lab.png")}
+    Image.fromarray(rgb).save(item["image"])
+    Image.fromarray(label).save(item["label"])
+    Image.fromarray(label).save(tmp_path / "pred.png")
+    pre = Compose(
+        [
+            LoadImaged(["image", "label"], image_only=True, ensure_channel_first=True),
+            ScaleIntensityRanged("image", 0, 255, 0.0, 1.0, clip=True),
+            HierarchicalPatchd(["image", "label"], 64, 4, mode=("area", "nearest")),
+        ]
+    )
+    figure, forest = demo_figure(pre, item, tmp_path / "pred.png")
+    seen = Forest.from_dict(pre(dict(item))["image"].applied_operations[-1]["extra_info"]["forest"])
+    assert forest == seen and forest.spatial_shape == (w, h)
+    assert figure.shape == (28 + round(h * 512 / w), 4 * 516, 3)  # four panels in the file's (H, W) orientation
+    overlay = figure[28:, 516 : 516 + 512]
+    assert (overlay == [0, 255, 0]).all(axis=-1).sum() > 100  # the leaves are drawn

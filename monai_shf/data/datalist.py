@@ -2,13 +2,15 @@
 
 A datalist is MONAI's decathlon format: ``{"training": [{"image": ..., "label": ...}], "validation":
 [...]}`` with paths relative to a base directory (or absolute). :func:`check_datalist` reads only
-file headers, so a missing file, an unreadable image, an image/label shape mismatch or a wrong channel
-count is reported (naming the file) before any training starts.
+file headers (never decodes pixels, so it costs milliseconds per file even for large images), so a
+missing file, an unreadable header, an image/label shape mismatch or a wrong channel count is reported
+(naming the file) before any training starts.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -167,11 +169,14 @@ def load_datalist(path: str | Path, base_dir: str | Path | None = None) -> dict[
 
 
 def image_header(path: str | Path) -> tuple[tuple[int, ...], int]:
-    """``(spatial_shape, channels)`` of an image file, read from its header where possible.
+    """``(spatial_shape, channels)`` of an image file, read from its header only (no pixel is decoded).
 
-    NIfTI via nibabel (a 4th dimension counts as channels), PNG/JPEG via Pillow, TIFF via tifffile
-    (a trailing axis of 3 or 4 counts as channels). Raises ``ValueError`` naming the file if it is
-    missing or cannot be read.
+    NIfTI via nibabel's header (a 4th dimension counts as channels; an uncompressed ``.nii`` shorter than
+    its header says is reported, from the file size), TIFF via tifffile's page shapes (a trailing axis of
+    3 or 4 counts as channels), PNG/JPEG and others via Pillow's ``Image.open`` without ``load()``. A file
+    whose pixel data is damaged after an intact header (e.g. a truncated ``.nii.gz`` or PNG) passes here and
+    fails when it is loaded. Raises ``ValueError`` naming the file if it is missing or its header cannot
+    be read.
     """
     path = Path(path)
     if not path.is_file():
@@ -184,13 +189,17 @@ def image_header(path: str | Path) -> tuple[tuple[int, ...], int]:
 
 
 def _read_header(path: Path, name: str) -> tuple[tuple[int, ...], int]:
-    """The per-format reader of :func:`image_header` (errors are wrapped there)."""
+    """The per-format header reader of :func:`image_header` (errors are wrapped there)."""
     if name.endswith(_NIFTI):
         import nibabel as nib
 
-        img = nib.load(str(path))
+        img = nib.load(str(path))  # parses the header; the data stay on disk until asked for
         shape = tuple(int(s) for s in img.shape)
-        img.dataobj[tuple(s - 1 for s in shape)]  # the last voxel: a truncated file fails here
+        if not name.endswith(".gz"):  # a plain .nii holds its voxels at vox_offset: its size says if they are all there
+            header = img.header
+            needed = int(header.get_data_offset()) + math.prod(shape) * header.get_data_dtype().itemsize
+            if path.stat().st_size < needed:
+                raise OSError(f"file is {path.stat().st_size} bytes, its header describes {needed}")
         if len(shape) == 5:  # (X, Y, Z, 1, C): NIfTI's vector layout, MONAI's multi-channel files
             return shape[:3], shape[4]
         return (shape[:3], shape[3]) if len(shape) == 4 else (shape, 1)
@@ -204,10 +213,8 @@ def _read_header(path: Path, name: str) -> tuple[tuple[int, ...], int]:
         return shape, 1
     from PIL import Image
 
-    with Image.open(path) as im:
-        im.load()
-        channels = len(im.getbands())
-        return (im.size[1], im.size[0]), channels
+    with Image.open(path) as im:  # reads the header; no load(): pixels are decoded lazily, never here
+        return (im.size[1], im.size[0]), len(im.getbands())
 
 
 def check_datalist(

@@ -151,3 +151,37 @@ def test_embedded_data_follows_its_parameters_and_permissions(tmp_path):
     assert mode & 0o044, "generated files must be readable by others (not mkstemp's 0600)"
     with pytest.raises(ValueError, match="num_classes"):
         synthetic_tissue_2d(32, num_classes=5)
+
+
+def test_headers_only_no_pixel_is_decoded(tmp_path, monkeypatch):
+    """check_datalist reads headers: a PNG or .nii.gz whose body is cut off still passes (it fails when
+    loaded), and neither Pillow's decoder nor nibabel's data reader is ever called."""
+    import PIL.Image
+    import tifffile
+    from PIL import Image
+
+    png = tmp_path / "big.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 200, 3), dtype=np.uint8)).save(png)
+    cut_png = tmp_path / "cut.png"
+    cut_png.write_bytes(png.read_bytes()[: png.stat().st_size // 2])
+    gz = _nifti(tmp_path / "vol.nii.gz", shape=(32, 32, 16))
+    cut_gz = tmp_path / "cut.nii.gz"
+    cut_gz.write_bytes(gz.read_bytes()[: gz.stat().st_size // 2])
+    tif = tmp_path / "slide.tif"
+    tifffile.imwrite(tif, np.zeros((64, 48, 3), np.uint8), tile=(16, 16))
+
+    def no_decode(*args, **kwargs):
+        raise AssertionError("pixels decoded by a header check")
+
+    monkeypatch.setattr(PIL.Image.Image, "load", no_decode)
+    monkeypatch.setattr(nib.arrayproxy.ArrayProxy, "__getitem__", no_decode)
+    monkeypatch.setattr(nib.arrayproxy.ArrayProxy, "__array__", no_decode)
+    monkeypatch.setattr(tifffile.TiffFile, "asarray", no_decode)
+    assert image_header(cut_png) == ((300, 200), 3)
+    assert image_header(cut_gz) == ((32, 32, 16), 1)
+    assert image_header(tif) == ((64, 48), 3)
+    check_datalist([{"image": str(cut_png), "label": str(cut_png)}], label_key=None, image_channels=3)
+    monkeypatch.undo()
+    with pytest.raises(OSError):
+        with Image.open(cut_png) as im:
+            im.load()  # the body really is cut: only a full decode finds out
