@@ -101,15 +101,15 @@ BUNDLE_2D = Path(__file__).resolve().parents[1] / "bundles" / "shf_2d_segmentati
 def demo_figure(preprocessing: Any, item: dict, pred_path: str | Path) -> tuple[np.ndarray, Any]:
     """The demo's figure of one sample: input, forest, depatched prediction, ground truth.
 
-    The forest is the one the network saw: ``preprocessing`` (a ``Compose`` ending with
-    ``HierarchicalPatchd``, e.g. the 2D bundle's ``validate#preprocessing``) loads and scales ``item``,
-    and its patcher builds the forest from that sample, in the pipeline's array orientation (MONAI's
+    The forest is the one the network saw: ``preprocessing`` (a ``Compose`` with a
+    ``HierarchicalPatchd``, e.g. the 2D bundle's ``validate#preprocessing``) runs on ``item`` up to
+    that patcher, which builds the forest from the sample it receives, in the pipeline's array orientation (MONAI's
     PIL reader loads an ``H x W`` PNG as ``(C, W, H)``, x first). The prediction is loaded by the same
     reader, so all four panels share that orientation; each is turned back to the file's ``(H, W)`` for
     display.
 
     Args:
-        preprocessing: a MONAI ``Compose`` whose last transform is a ``HierarchicalPatchd``.
+        preprocessing: a MONAI ``Compose`` holding a ``HierarchicalPatchd`` (the last one is used).
         item: a datalist entry with ``"image"`` and ``"label"`` file paths.
         pred_path: the depatched prediction file of ``item``.
 
@@ -119,10 +119,15 @@ def demo_figure(preprocessing: Any, item: dict, pred_path: str | Path) -> tuple[
     """
     from monai.transforms import Compose, LoadImage
 
+    from monai_shf.transforms import HierarchicalPatchd
     from monai_shf.visualize import forest_overlay, panels, to_rgb
 
-    *loading, patcher = preprocessing.transforms
-    sample = Compose(loading)(dict(item))
+    steps = list(preprocessing.transforms)
+    at = [i for i, t in enumerate(steps) if isinstance(t, HierarchicalPatchd)]
+    if not at:
+        raise ValueError("preprocessing has no HierarchicalPatchd: there is no forest to show.")
+    patcher = steps[at[-1]]
+    sample = Compose(steps[: at[-1]])(dict(item))  # what the patcher receives (later steps act on tokens)
     forest = patcher.forest(sample)
     pred = LoadImage(image_only=True, ensure_channel_first=True)(str(pred_path))
 

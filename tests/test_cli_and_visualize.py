@@ -74,6 +74,7 @@ def test_demo_figure_shows_the_forest_the_pipeline_built(tmp_path):
             LoadImaged(["image", "label"], image_only=True, ensure_channel_first=True),
             ScaleIntensityRanged("image", 0, 255, 0.0, 1.0, clip=True),
             HierarchicalPatchd(["image", "label"], 64, 4, mode=("area", "nearest")),
+            ScaleIntensityRanged("image", 0.0, 1.0, 0.0, 255.0),  # steps after the patcher act on tokens
         ]
     )
     figure, forest = demo_figure(pre, item, tmp_path / "pred.png")
