@@ -46,11 +46,12 @@ __all__ = [
 
 EDGE_METHODS = ("itk", "slicewise")
 CHANNEL_REDUCTIONS = ("max", "mean")
-# edge_map's bands: at most 1/16 of the image (peak memory stays a small fraction of the image's) and 4 Mpx
-# (bounded whatever the width), at least 32 rows (the per-band work is not swamped by the per-band overhead).
+# edge_map's bands: 1/16 of the image (peak memory stays a small fraction of the image's), but at least 1 Mpx
+# (two Canny passes and the labelling per band cost more than one whole-image Canny on small bands: an image
+# of up to 1 Mpx is one band, i.e. plain cv.Canny) and at most 4 Mpx (bounded whatever the width).
 _BAND_FRACTION = 16
-_BAND_PIXELS = 1 << 22
-_MIN_BAND_ROWS = 32
+_MIN_BAND_PIXELS = 1 << 20
+_MAX_BAND_PIXELS = 1 << 22
 # Rows converted to uint8 at a time when a 3D volume is scaled (bounds the float temporary).
 _SCALE_CHUNK = 64
 
@@ -356,8 +357,8 @@ def edge_map(
 ) -> Any:
     """Edge map of a channel-first image, the score map of :func:`~monai_shf.forest.build_forest`.
 
-    2D images go through :func:`canny_bands` (bands of ``H / 16`` rows, 32 to ``4 Mpx / W``, read as
-    views of ``image`` and scaled to uint8 band by band with the whole image's range): peak extra memory is the output plus band
+    2D images go through :func:`canny_bands` (bands of ``H / 16`` rows, but 1 to 4 Mpx, read as views
+    of ``image`` and scaled to uint8 band by band with the whole image's range): peak extra memory is the output plus band
     buffers, never a whole-image copy (see ``benchmarks/memory.py``).
 
     Args:
@@ -383,7 +384,7 @@ def edge_map(
         else:
             lo, hi = float(x.min()), float(x.max())
         h, w = x.shape[1:]
-        band_rows = max(_MIN_BAND_ROWS, min(h // _BAND_FRACTION, _BAND_PIXELS // w))
+        band_rows = max(1, min(max(h // _BAND_FRACTION, -(-_MIN_BAND_PIXELS // w)), _MAX_BAND_PIXELS // w))
         edges = canny_bands(_scaled_rows(x, lo, hi), (h, w), k, (low, high), reduction, band_rows=band_rows)
     else:
         if x.shape[0] == 1:
