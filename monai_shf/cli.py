@@ -8,6 +8,9 @@ tissue image), print leaves, compression and the depatching Dice of a perfect pr
 image + mask files side by side).
 ``monai-shf make-slide OUT --size N``: a generated pyramidal RGB test slide (JPEG tiles) and its label
 slide, rendered tile by tile from real tissue texture (``shared/data/ihc2d``).
+``monai-shf figure IMAGE LABEL``: the paper's Figure 1 for any image: input, ground truth, the
+reconstructed mask (upper bound), the forest, token strips, and with ``--checkpoint`` the predicted
+tokens and the depatched prediction.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["main", "find_nuclei2d", "patching_demo", "training_demo", "demo_figure"]
+__all__ = ["main", "find_nuclei2d", "patching_demo", "training_demo", "demo_figure", "shf_figure"]
 
 
 def find_nuclei2d() -> Path | None:
@@ -249,6 +252,180 @@ def _make_slide_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _figure_network(parser, checkpoint: Path, in_channels: int):
+    """The bundle's ``network_def`` with the weights of ``checkpoint`` (a state dict, or a bundle
+    checkpoint holding one under ``"model"``); loaded as data (``weights_only=True``)."""
+    import torch
+
+    expected = int(parser["in_channels"])
+    if in_channels != expected:
+        raise ValueError(
+            f"the image has {in_channels} channel(s) but the bundle's network takes in_channels={expected}; "
+            "pass --set in_channels=N as the checkpoint was trained."
+        )
+    network = parser.get_parsed_content("network_def")
+    try:
+        state = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable file: say which one
+        raise ValueError(f"could not read checkpoint {checkpoint}: {error}") from error
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    try:
+        network.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as error:
+        raise ValueError(
+            f"checkpoint {checkpoint} does not match the bundle's network_def (train it with this bundle, or pass "
+            f"the same --set overrides it was trained with): {str(error).splitlines()[0]}"
+        ) from error
+    return network.eval()
+
+
+def shf_figure(
+    image: Path,
+    label: Path,
+    out: Path,
+    bundle: Path | None = None,
+    checkpoint: Path | None = None,
+    binarize: bool = False,
+    overrides: dict | None = None,
+    width: int = 384,
+) -> dict:
+    """The paper's Figure 1 for one image/label pair, with the bundle's validation preprocessing.
+
+    Row 1: input, ground truth, reconstructed mask (depatch of the label's class-fraction tokens: the
+    upper bound of any prediction), the forest over the input. Row 2: the image tokens and the mask
+    tokens as strips (reading order), the predicted tokens and the depatched prediction (with a
+    ``checkpoint``; without one, those panels say so). 3D: the middle slice along the last axis.
+
+    Args:
+        image, label: files the bundle's ``LoadImaged`` reads (label: class indices).
+        out: the PNG to write.
+        bundle: a bundle folder (default: the 2D bundle of this repository).
+        checkpoint: weights of the bundle's ``network_def`` (``models/best.pt`` or a state dict).
+        binarize: foreground = label > 0 (instance masks).
+        overrides: bundle config overrides (e.g. the network size a checkpoint was trained with).
+        width: panel width in pixels.
+
+    Returns:
+        ``{"figure", "leaves", "upper_bound_dice", "dice"}`` (``dice`` of the prediction, or None).
+    """
+    import torch
+    from monai.bundle import ConfigParser
+    from monai.transforms import Compose
+
+    from monai_shf.transforms import Depatch, HierarchicalPatchd
+    from monai_shf.visualize import forest_overlay, label_rgb, panels, save_png, to_rgb, token_strip
+
+    bundle = BUNDLE_2D if bundle is None else Path(bundle)
+    config = bundle / "configs" / "train.yaml"
+    for path, what in ((image, "image"), (label, "label"), (config, "bundle config")):
+        if not Path(path).is_file():
+            raise ValueError(f"{what} file not found: {path}")
+    parser = ConfigParser()
+    parser.read_config(str(config))
+    for key, value in (overrides or {}).items():
+        parser[key] = value
+    steps = parser.get_parsed_content("validate#preprocessing").transforms
+    at = next((i for i, t in enumerate(steps) if isinstance(t, HierarchicalPatchd)), None)
+    if at is None:
+        raise ValueError(f"{config}: validate#preprocessing has no HierarchicalPatchd.")
+    patcher = steps[at]
+    data = Compose([t for t in steps[:at]])({"image": str(image), "label": str(label)})
+    truth = torch.as_tensor(data["label"]).as_subclass(torch.Tensor)
+    truth = (truth > 0) if binarize else truth.round()
+    num_classes = int(parser["num_classes"])
+    if truth.min() < 0 or truth.max() >= num_classes:
+        raise ValueError(
+            f"label {label} has values in [{int(truth.min())}, {int(truth.max())}] but the bundle has "
+            f"num_classes={num_classes}; pass --binarize for a mask or instance labels."
+        )
+    data["label"] = truth.to(torch.uint8)
+    forest = patcher.forest(data)
+    patched = patcher.patch(data, forest)
+    depatcher = Depatch("linear")
+    fractions = torch.as_tensor(patched["label"]).as_subclass(torch.Tensor)
+    recon = depatcher(fractions, forest=forest).argmax(0)
+    truth = truth[0].long()
+    upper = _class_dice(recon, truth, num_classes)
+    mask = patched["token_mask"]
+    img_tokens = torch.as_tensor(patched["image"]).as_subclass(torch.Tensor)
+    mask_tokens = fractions.argmax(0, keepdim=True)
+    image_arr = np.asarray(data["image"])
+    if forest.spatial_dims == 2:  # MONAI's 2D readers index (x, y): show arrays and tokens as the file looks
+        from monai_shf.forest import Forest
+
+        shown_image = image_arr.swapaxes(1, 2)
+        shown_forest = Forest(forest.starts[:, ::-1], forest.sizes[:, ::-1], forest.spatial_shape[::-1], forest.length)
+
+        def show(a):
+            return a.swapaxes(-1, -2)
+    else:
+        shown_image, shown_forest = image_arr, forest
+
+        def show(a):
+            return a
+
+    row1 = [
+        to_rgb(shown_image),
+        label_rgb(show(truth.numpy())),
+        label_rgb(show(recon.numpy())),
+        forest_overlay(shown_image, shown_forest),
+    ]
+    titles1 = [
+        "input",
+        "ground truth",
+        f"reconstructed (upper bound Dice {upper:.3f})",
+        f"forest: {forest.num_leaves} leaves",
+    ]
+    row2 = [token_strip(show(img_tokens), mask), token_strip(show(mask_tokens), mask, labels=True)]
+    titles2 = ["image tokens", "mask tokens"]
+    dice = None
+    if checkpoint is not None:
+        network = _figure_network(parser, Path(checkpoint), img_tokens.shape[0])
+        with torch.no_grad():
+            logits = network(
+                img_tokens[None].float(),
+                torch.as_tensor(patched["geom"])[None].float(),
+                torch.as_tensor(mask)[None].bool(),
+            )
+        probs = torch.softmax(logits, dim=1)[0]
+        prediction = depatcher(probs, forest=forest).argmax(0)
+        dice = _class_dice(prediction, truth, num_classes)
+        row2 += [
+            token_strip(show(probs.argmax(0, keepdim=True)), mask, labels=True),
+            label_rgb(show(prediction.numpy())),
+        ]
+        titles2 += ["predicted tokens", f"prediction (depatched, Dice {dice:.3f})"]
+    else:
+        note = np.full((256, 256, 3), 255, np.uint8)
+        cv_text = "no checkpoint: pass --checkpoint"
+        import cv2 as cv
+
+        cv.putText(note, cv_text, (8, 128), cv.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv.LINE_AA)
+        row2 += [note, note]
+        titles2 += ["predicted tokens", "prediction (depatched)"]
+    top, bottom = panels(row1, titles1, width=width), panels(row2, titles2, width=width)
+    bottom = np.pad(bottom, ((0, 0), (0, top.shape[1] - bottom.shape[1]), (0, 0)), constant_values=255)
+    figure = np.concatenate([top, np.full((8, top.shape[1], 3), 255, np.uint8), bottom], axis=0)
+    path = save_png(out, figure)
+    return {"figure": str(path), "leaves": forest.num_leaves, "upper_bound_dice": upper, "dice": dice}
+
+
+def _class_dice(pred, truth, num_classes: int) -> float:
+    """Mean Dice over the foreground classes present in ``truth`` (``MeanDice(include_background=False)``)."""
+    scores = [_dice(np.asarray(pred == c), np.asarray(truth == c)) for c in range(1, num_classes) if (truth == c).any()]
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def _override(text: str) -> tuple[str, object]:
+    import yaml
+
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE (e.g. network_def#hidden_size=128), got {text!r}")
+    key, value = text.split("=", 1)
+    return key, yaml.safe_load(value)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="monai-shf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -285,10 +462,28 @@ def main(argv: list[str] | None = None) -> int:
     make_slide.add_argument("--tile", type=int, default=512)
     make_slide.add_argument("--seed", type=int, default=0)
     make_slide.add_argument("--mpp", type=float, default=0.25, help="microns per pixel at level 0")
+    figure = sub.add_parser(
+        "figure", help="the paper's Figure 1 (forest, tokens, reconstruction, prediction) for an image"
+    )
+    figure.add_argument("image", type=Path)
+    figure.add_argument("label", type=Path)
+    figure.add_argument("--checkpoint", type=Path, default=None, help="bundle weights (e.g. models/best.pt)")
+    figure.add_argument("--bundle", type=Path, default=None, help="bundle folder (default: the 2D bundle)")
+    figure.add_argument("--binarize", action="store_true", help="foreground = label > 0 (instance masks)")
+    figure.add_argument("--set", dest="overrides", type=_override, action="append", default=[], metavar="KEY=VALUE")
+    figure.add_argument("--out", type=Path, required=True, help="the PNG to write")
     args = parser.parse_args(argv)
     if args.command == "make-slide":
         return _make_slide_command(args)
-    if args.command == "datalist":
+    if args.command == "figure":
+        r = shf_figure(
+            args.image, args.label, args.out, args.bundle, args.checkpoint, args.binarize, dict(args.overrides)
+        )
+        print(f"figure      {r['figure']}  ({r['leaves']} leaves)")
+        print(f"upper bound Dice (depatched label tokens): {r['upper_bound_dice']:.4f}")
+        if r["dice"] is not None:
+            print(f"prediction Dice (depatched): {r['dice']:.4f}")
+    elif args.command == "datalist":
         from monai_shf.data import make_datalist
 
         out = args.output or args.root / "datalist.json"

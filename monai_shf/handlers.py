@@ -6,25 +6,40 @@ writing the new one. :class:`AtomicCheckpointSaver` keeps MONAI's interface and 
 every checkpoint to a temporary file in the same folder, fsyncs it and renames it over the target
 (``os.replace`` is atomic on POSIX): a reader sees the old checkpoint or the new one, never half of
 one. It also offers a fixed ``latest_filename`` for the interval checkpoint, so resuming needs no glob.
+
+:class:`TensorBoardForestImageHandler` logs one validation sample per validation round as a picture:
+its forest drawn over the depatched image, the depatched prediction and the ground truth (MONAI's
+``TensorBoardImageHandler`` would plot the token tensors, which are not images).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
+import numpy as np
 import torch
+from ignite.engine import Engine, Events
 from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointSaver, IgniteMetricHandler
 from monai.metrics import CumulativeIterationMetric
 from monai.metrics.utils import do_metric_reduction
 from monai.utils import MetricReduction
 
+from monai_shf.transforms.functional import depatch, forest_from_trace
 from monai_shf.utils import atomic_write
+from monai_shf.validation import check_int, to_numpy
+from monai_shf.visualize import forest_overlay, label_rgb, panels
 
-__all__ = ["AtomicDiskSaver", "AtomicCheckpointSaver", "PrecomputedMetric", "SlideMeanDice"]
+__all__ = [
+    "AtomicDiskSaver",
+    "AtomicCheckpointSaver",
+    "PrecomputedMetric",
+    "SlideMeanDice",
+    "TensorBoardForestImageHandler",
+]
 
 
 class AtomicDiskSaver(BaseSaveHandler):
@@ -134,3 +149,92 @@ class SlideMeanDice(IgniteMetricHandler):
             output_transform=partial(_values_and_none, dice_key),
             save_details=save_details,
         )
+
+
+def _class_map(x: Any) -> np.ndarray:
+    """``(K, *spatial)`` one-hot/probabilities (K > 1) or ``(1, *spatial)`` labels to ``(*spatial)`` int64."""
+    x = to_numpy(x)
+    return (x.argmax(0) if x.shape[0] > 1 else np.rint(x[0])).astype(np.int64)
+
+
+class TensorBoardForestImageHandler:
+    """Log one validation sample per round to TensorBoard: forest overlay, depatched prediction, truth.
+
+    Attach it to a MONAI evaluator whose batch carries SHF image tokens with their patch record (as the
+    bundles' ``HierarchicalPatchd`` writes them) and whose (decollated) output carries the depatched
+    prediction. On the first iteration of each evaluation it writes one ``(H, W, 3)`` picture: the
+    forest drawn over the depatched image tokens (the image as the network sees it), the prediction
+    (argmax over classes) and the reference label, side by side. 3D: the middle slice along the last
+    axis. The step is the evaluator's epoch (the trainer's epoch under ``ValidationHandler``).
+
+    Args:
+        summary_writer: a ``SummaryWriter``; default: a new one writing to ``log_dir``.
+        log_dir: TensorBoard folder when no writer is given.
+        tag: image tag.
+        image_key: batch key of the image tokens ``(C, L, p, ...)`` with their patch record.
+        pred_key: output key of the depatched prediction ``(K, *spatial)``.
+        label_key: key (output or batch) of the reference label ``(K, *spatial)`` one-hot or ``(1, *spatial)``;
+            ``None`` to leave it out.
+        index: which sample of the first batch to show.
+        global_iter_transform: maps the evaluator's epoch to the TensorBoard step.
+    """
+
+    def __init__(
+        self,
+        summary_writer: Any = None,
+        log_dir: str = "./runs",
+        tag: str = "validation_forest",
+        image_key: str = "image",
+        pred_key: str = "pred",
+        label_key: str | None = "reference_label",
+        index: int = 0,
+        global_iter_transform: Callable[[int], int] = lambda x: x,
+    ) -> None:
+        if summary_writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            summary_writer = SummaryWriter(log_dir=log_dir)
+        self.writer, self.tag = summary_writer, str(tag)
+        self.image_key, self.pred_key, self.label_key = image_key, pred_key, label_key
+        self.index = check_int(index, "index", 0)
+        self.global_iter_transform = global_iter_transform
+        self._pending = True
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self._arm)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def _arm(self, engine: Engine) -> None:
+        self._pending = True
+
+    def _item(self, data: Any) -> Mapping:
+        item = data[self.index] if isinstance(data, (list, tuple)) else data
+        if not isinstance(item, Mapping):
+            raise TypeError(
+                f"TensorBoardForestImageHandler needs dict samples (decollated), got {type(item).__name__}."
+            )
+        return item
+
+    def picture(self, batch_item: Mapping, output_item: Mapping) -> np.ndarray:
+        """The ``(H, W, 3)`` uint8 panels of one sample (see the class docstring)."""
+        tokens = batch_item[self.image_key]
+        forest, _ = forest_from_trace(tokens)
+        image = depatch(tokens, forest, mode="linear")
+        images = [forest_overlay(image, forest), label_rgb(_class_map(output_item[self.pred_key]))]
+        titles = [f"forest: {forest.num_leaves} leaves", "prediction (depatched)"]
+        if self.label_key is not None:
+            label = output_item.get(self.label_key, batch_item.get(self.label_key))
+            if label is None:
+                raise KeyError(f"label_key {self.label_key!r} is in neither the output nor the batch.")
+            images.append(label_rgb(_class_map(label)))
+            titles.append("ground truth")
+        return panels(images, titles, width=320)
+
+    def __call__(self, engine: Engine) -> None:
+        if not self._pending:
+            return
+        self._pending = False
+        rgb = self.picture(self._item(engine.state.batch), self._item(engine.state.output))
+        step = self.global_iter_transform(engine.state.epoch)
+        self.writer.add_image(self.tag, rgb, step, dataformats="HWC")
+        self.writer.flush()

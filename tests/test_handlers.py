@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import torch
 from ignite.engine import Engine, Events
@@ -52,3 +53,59 @@ def test_saver_keeps_latest_and_best_under_fixed_names(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["best.pt", "latest.pt"]
     state = torch.load(tmp_path / "latest.pt")["trainer"]
     assert state["iteration"] == 3 and state["max_epochs"] == 3  # the trainer's progress, for resuming
+
+
+def _validation_engine(tmp_path, spatial_dims: int):
+    """An evaluator-like ignite engine whose decollated batch/output look like the bundles' validation."""
+    from monai_shf.handlers import TensorBoardForestImageHandler
+    from monai_shf.transforms import HierarchicalPatchd
+
+    shape = (32, 24) if spatial_dims == 2 else (16, 16, 8)
+    rng = np.random.default_rng(0)
+    image = torch.from_numpy(rng.random((1, *shape), dtype=np.float32))
+    label = torch.zeros((1, *shape), dtype=torch.uint8)
+    label[(0, slice(4, 12), slice(4, 12))] = 1
+    patched = HierarchicalPatchd(["image"], length=16, patch_size=4, edge_method="slicewise")({"image": image})
+    onehot = torch.cat([1 - label, label]).float()
+    batch = [{"image": patched["image"], "label": patched["image"]}]
+    output = [{"pred": onehot.flip(1), "reference_label": onehot}]
+    engine = Engine(lambda e, b: output)
+    handler = TensorBoardForestImageHandler(log_dir=str(tmp_path), global_iter_transform=lambda epoch: 10 * epoch)
+
+    @engine.on(Events.ITERATION_STARTED)
+    def _set_batch(e):
+        e.state.batch = batch
+
+    handler.attach(engine)
+    return engine, handler
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_forest_image_handler_logs_one_picture_per_round(tmp_path, spatial_dims):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    engine, handler = _validation_engine(tmp_path, spatial_dims)
+    engine.run([0, 1, 2], max_epochs=2)  # 2 rounds of 3 iterations: one picture per round
+    events = EventAccumulator(str(tmp_path), size_guidance={"images": 0})
+    events.Reload()
+    pictures = events.Images("validation_forest")
+    assert [p.step for p in pictures] == [10, 20]
+    assert pictures[0].height > 0 and pictures[0].width == 3 * (320 + 4)  # three panels
+    # the prediction panel is the flipped truth: the two panels differ, truth matches its label map
+    from monai_shf.visualize import label_rgb
+
+    batch, output = engine.state.batch[0], engine.state.output[0]
+    rgb = handler.picture(batch, output)
+    assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
+    truth = label_rgb(output["reference_label"].argmax(0))
+    assert truth[4:12, 4:12].any() and not truth[20:, 20:].any()
+
+
+def test_forest_image_handler_needs_the_patch_record(tmp_path):
+    from monai_shf.handlers import TensorBoardForestImageHandler
+
+    handler = TensorBoardForestImageHandler(log_dir=str(tmp_path))
+    with pytest.raises(TypeError, match="applied_operations"):
+        handler.picture({"image": torch.zeros(1, 16, 4, 4)}, {"pred": torch.zeros(2, 8, 8)})
+    with pytest.raises(TypeError, match="dict samples"):
+        handler._item([torch.zeros(1)])

@@ -125,6 +125,13 @@ def test_train_evaluate_infer(kind, tmp_path):
     trainer = train.parser.get_parsed_content("train#trainer")
     assert trainer.state.epoch == 1 and np.isfinite(float(trainer.state.output[0]["loss"]))
     assert sorted(os.listdir(tmp_path / "models")) == ["best.pt", "latest.pt"]
+    # TensorBoardForestImageHandler: one picture per validation round
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "eval"), size_guidance={"images": 0})
+    events.Reload()
+    pictures = events.Images("validation_forest")
+    assert [p.step for p in pictures] == [1] and pictures[0].width > pictures[0].height > 0
     evaluate = _workflow(kind, ["train.yaml", "evaluate.yaml"], "train", tmp_path)
     evaluate.initialize()
     evaluate.run()
