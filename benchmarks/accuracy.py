@@ -491,6 +491,9 @@ def run_method(case: Case, method: str, cfg: RunConfig) -> dict:
             eval_seconds = time.perf_counter() - e0
             net.train()
             curve.append({"cpu_s": cpu, "wall_s": wall, "steps": steps, "dice": dice, "loss": float(loss.detach())})
+            print(
+                f"  {case.name} {method}: {steps} steps, {cpu:.0f} CPU s, Dice {dice:.4f}", file=sys.stderr, flush=True
+            )
             while next_eval <= cpu:
                 next_eval += interval
             if can_reset:
