@@ -631,6 +631,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch/OpenCV threads per method")
     parser.add_argument("--jobs", type=int, default=2, help="methods run at once, one process each (0: in-process)")
     parser.add_argument("--lr", type=float, default=None, help="learning rate for all methods (default: bundle's)")
+    parser.add_argument("--length", type=int, default=None, help="SHF / grid_l tokens (default: grid tokens / 4)")
+    parser.add_argument("--patch-size", type=int, default=None, help="token side p (default: the bundle's)")
     parser.add_argument("--quick", action="store_true", help="small ViT, 20 CPU s per method, 3 evaluations")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/accuracy"))
     parser.add_argument("--seed", type=int, default=0)
@@ -640,7 +642,18 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("budget", "evals", "threads", "downsample", "mni_downsample"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
-    cfg = RunConfig(budget=args.budget, evals=args.evals, threads=args.threads, seed=args.seed, learning_rate=args.lr)
+    for name in ("length", "patch_size"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    cfg = RunConfig(
+        budget=args.budget,
+        evals=args.evals,
+        threads=args.threads,
+        seed=args.seed,
+        learning_rate=args.lr,
+        length=args.length,
+        patch_size=args.patch_size,
+    )
     if args.quick:
         cfg.budget = min(cfg.budget, 20.0)
         cfg.evals = min(cfg.evals, 3)
