@@ -374,7 +374,7 @@ def shf_figure(
     titles1 = [
         "input",
         "ground truth",
-        f"reconstructed (upper bound Dice {upper:.3f})",
+        f"reconstructed, Dice {upper:.3f}",
         f"forest: {forest.num_leaves} leaves",
     ]
     row2 = [token_strip(show(img_tokens), mask), token_strip(show(mask_tokens), mask, labels=True)]
@@ -395,7 +395,7 @@ def shf_figure(
             token_strip(show(probs.argmax(0, keepdim=True)), mask, labels=True),
             label_rgb(show(prediction.numpy())),
         ]
-        titles2 += ["predicted tokens", f"prediction (depatched, Dice {dice:.3f})"]
+        titles2 += ["predicted tokens", f"prediction: Dice {dice:.3f}"]
     else:
         note = np.full((256, 256, 3), 255, np.uint8)
         cv_text = "no checkpoint: pass --checkpoint"
