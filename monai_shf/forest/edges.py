@@ -26,7 +26,9 @@ The Gaussian of ``kernel_size`` ``k`` has OpenCV's sigma ``0.3 * ((k - 1) / 2 - 
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import cv2 as cv
@@ -46,12 +48,14 @@ __all__ = [
 
 EDGE_METHODS = ("itk", "slicewise")
 CHANNEL_REDUCTIONS = ("max", "mean")
-# edge_map's bands: 1/16 of the image (peak memory stays a small fraction of the image's), but at least 1 Mpx
-# (two Canny passes and the labelling per band cost more than one whole-image Canny on small bands: an image
-# of up to 1 Mpx is one band, i.e. plain cv.Canny) and at most 4 Mpx (bounded whatever the width).
-_BAND_FRACTION = 16
-_MIN_BAND_PIXELS = 1 << 20
-_MAX_BAND_PIXELS = 1 << 22
+# edge_map's bands: 1/32 of the image (two bands are in flight, one per thread: peak memory stays a small
+# fraction of the image's), but at least 0.5 Mpx (two Canny passes and the labelling per band cost more than
+# one whole-image Canny on small bands; an image of up to 1 Mpx is one band, i.e. plain cv.Canny) and at most
+# 2 Mpx (bounded whatever the width).
+_BAND_FRACTION = 32
+_MIN_BAND_PIXELS = 1 << 19
+_MAX_BAND_PIXELS = 1 << 21
+_ONE_BAND_PIXELS = 1 << 20
 # Rows converted to uint8 at a time when a 3D volume is scaled (bounds the float temporary).
 _SCALE_CHUNK = 64
 
@@ -180,6 +184,7 @@ def canny_bands(
     channel_reduction: str = "max",
     band_rows: int = 512,
     out: np.ndarray | None = None,
+    workers: int = 2,
 ) -> np.ndarray:
     """Gaussian blur + Canny of a 2D image read in row bands, written into one ``(H, W)`` bool map.
 
@@ -204,6 +209,9 @@ def canny_bands(
             bytes for RGB (the channel-last band, its blur, the component labels and OpenCV's buffers) on
             top of ``out``, plus 16 bytes per still-open border pixel.
         out: optional preallocated ``(H, W)`` bool array to write into.
+        workers: threads computing bands (blur, Canny, components: OpenCV releases the GIL), each at
+            most one band ahead of the joining; ``read_rows`` is always called from the calling thread,
+            in order. Memory grows by one band per worker.
 
     Returns:
         ``(H, W)`` bool edge map (``out`` when given).
@@ -228,57 +236,72 @@ def canny_bands(
         np.greater(_canny_2d(_planes(rows, reduction), k, low, high), 0, out=out)
         return out
     halo = k // 2 + 2  # blur + Sobel + non-maximum suppression: candidates and strong pixels are exact
+    workers = check_int(workers, "workers", 1)
     border = _BorderComponents()
     pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (rows, cols, gids) of open pixels
     previous_bottom: np.ndarray | None = None  # gids of the last row of the previous band (0: none)
     next_gid, channels = 1, None
-    for start in range(0, h, band):
-        stop = min(h, start + band)
-        top, bottom = max(0, start - halo), min(h, stop + halo)
-        rows = _checked_rows(read_rows, top, bottom, w, channels)
-        channels = rows.shape[0]
-        planes = _planes(rows, reduction)
-        del rows
-        blurred = cv.GaussianBlur(planes, (k, k), 0) if k > 1 else planes
-        core = slice(start - top, stop - top)
-        candidates = cv.Canny(blurred, low, low)[core]
-        strong_pixels = cv.Canny(blurred, high, high)[core] > 0
-        del planes, blurred
-        count, labels = cv.connectedComponents(candidates, connectivity=8, ltype=cv.CV_32S)
-        del candidates
-        strong = np.zeros(count, dtype=bool)
-        strong[labels[strong_pixels]] = True
-        strong[0] = False
-        del strong_pixels
-        is_open = np.zeros(count, dtype=bool)
-        if start > 0:
-            is_open[labels[0]] = True
-        if stop < h:
-            is_open[labels[-1]] = True
-        is_open[0] = False
-        open_labels = np.flatnonzero(is_open)
-        gids = np.zeros(count, dtype=np.int64)
-        gids[open_labels] = np.arange(next_gid, next_gid + len(open_labels))
-        next_gid += len(open_labels)
-        for label in open_labels:
-            border.add(int(gids[label]), bool(strong[label]))
-        if previous_bottom is not None:
-            for above, below in _link_rows(previous_bottom, gids[labels[0]]).tolist():
-                border.union(above, below)
-        undecided = np.zeros(count, dtype=bool)
-        for label in open_labels:
-            strong[label] = border.is_strong(int(gids[label]))
-            undecided[label] = not strong[label]
-        out[start:stop] = strong[labels]
-        if undecided.any():
-            rr, cc = np.nonzero(undecided[labels])
-            pending.append(((rr + start).astype(np.int32), cc.astype(np.int32), gids[labels[rr, cc]]))
-        previous_bottom = gids[labels[-1]] if stop < h else None
+    starts = list(range(0, h, band))
+    queue: deque = deque()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for index, start in enumerate(starts):
+            # keep `workers` bands in flight; reads stay in this thread and in order
+            while len(queue) < workers and index + len(queue) < len(starts):
+                ahead = starts[index + len(queue)]
+                top, bottom = max(0, ahead - halo), min(h, min(h, ahead + band) + halo)
+                rows = _checked_rows(read_rows, top, bottom, w, channels)
+                channels = rows.shape[0]
+                core = slice(ahead - top, min(h, ahead + band) - top)
+                queue.append(pool.submit(_band_components, rows, reduction, k, low, high, core))
+            count, labels, strong = queue.popleft().result()
+            stop = min(h, start + band)
+            is_open = np.zeros(count, dtype=bool)
+            if start > 0:
+                is_open[labels[0]] = True
+            if stop < h:
+                is_open[labels[-1]] = True
+            is_open[0] = False
+            open_labels = np.flatnonzero(is_open)
+            gids = np.zeros(count, dtype=np.int64)
+            gids[open_labels] = np.arange(next_gid, next_gid + len(open_labels))
+            next_gid += len(open_labels)
+            for label in open_labels:
+                border.add(int(gids[label]), bool(strong[label]))
+            if previous_bottom is not None:
+                for above, below in _link_rows(previous_bottom, gids[labels[0]]).tolist():
+                    border.union(above, below)
+            undecided = np.zeros(count, dtype=bool)
+            for label in open_labels:
+                strong[label] = border.is_strong(int(gids[label]))
+                undecided[label] = not strong[label]
+            out[start:stop] = strong[labels]
+            if undecided.any():
+                rr, cc = np.nonzero(undecided[labels])
+                pending.append(((rr + start).astype(np.int32), cc.astype(np.int32), gids[labels[rr, cc]]))
+            previous_bottom = gids[labels[-1]] if stop < h else None
     for rr, cc, gid in pending:  # components whose strong pixel lay in a later band
         unique, inverse = np.unique(gid, return_inverse=True)
         now_strong = np.array([border.is_strong(int(g)) for g in unique], dtype=bool)[inverse]
         out[rr[now_strong], cc[now_strong]] = True
     return out
+
+
+def _band_components(
+    rows: np.ndarray, reduction: str, k: int, low: float, high: float, core: slice
+) -> tuple[int, np.ndarray, np.ndarray]:
+    """One band's Canny candidates as 8-connected components: ``(count, labels (rows, W) int32, strong
+    (count,) bool)``, ``strong[c]`` when component ``c`` holds a pixel above ``high`` (label 0: none).
+    ``rows`` is the band with its halo; ``core`` the band's own rows in it."""
+    planes = _planes(rows, reduction)
+    blurred = cv.GaussianBlur(planes, (k, k), 0) if k > 1 else planes
+    candidates = cv.Canny(blurred, low, low)[core]
+    strong_pixels = cv.Canny(blurred, high, high)[core] > 0
+    del planes, blurred
+    count, labels = cv.connectedComponents(candidates, connectivity=8, ltype=cv.CV_32S)
+    strong = np.zeros(count, dtype=bool)
+    strong[labels[strong_pixels]] = True
+    strong[0] = False
+    return count, labels, strong
 
 
 def _checked_rows(
@@ -357,7 +380,7 @@ def edge_map(
 ) -> Any:
     """Edge map of a channel-first image, the score map of :func:`~monai_shf.forest.build_forest`.
 
-    2D images go through :func:`canny_bands` (bands of ``H / 16`` rows, but 1 to 4 Mpx, read as views
+    2D images go through :func:`canny_bands` (bands of ``H / 32`` rows, 0.5 to 2 Mpx, two at a time, read as views
     of ``image`` and scaled to uint8 band by band with the whole image's range): peak extra memory is the output plus band
     buffers, never a whole-image copy (see ``benchmarks/memory.py``).
 
@@ -385,6 +408,8 @@ def edge_map(
             lo, hi = float(x.min()), float(x.max())
         h, w = x.shape[1:]
         band_rows = max(1, min(max(h // _BAND_FRACTION, -(-_MIN_BAND_PIXELS // w)), _MAX_BAND_PIXELS // w))
+        if h * w <= _ONE_BAND_PIXELS:
+            band_rows = h
         edges = canny_bands(_scaled_rows(x, lo, hi), (h, w), k, (low, high), reduction, band_rows=band_rows)
     else:
         if x.shape[0] == 1:
