@@ -227,3 +227,23 @@ def test_bands_bad_input(kwargs, error, match):
     args = dict(read_rows=lambda a, b: np.zeros((1, b - a, 8), np.uint8), shape=(8, 8)) | kwargs
     with pytest.raises(error, match=match):
         canny_bands(**args)
+
+
+def test_bands_in_two_threads_equal_one_and_read_in_order_from_the_caller(nuclei2d):
+    import threading
+
+    image = np.ascontiguousarray(np.tile(nuclei2d[0], (2, 2)).astype(np.uint8)[None])
+    calls = []
+
+    def read_rows(start: int, stop: int) -> np.ndarray:
+        calls.append((start, threading.get_ident()))
+        return image[:, start:stop]
+
+    one = canny_bands(read_rows, image.shape[1:], band_rows=37, workers=1)
+    calls.clear()
+    two = canny_bands(read_rows, image.shape[1:], band_rows=37, workers=2)
+    np.testing.assert_array_equal(one, two)
+    assert [start for start, _ in calls] == sorted(start for start, _ in calls)
+    assert {ident for _, ident in calls} == {threading.get_ident()}
+    with pytest.raises(ValueError, match="workers"):
+        canny_bands(read_rows, image.shape[1:], band_rows=37, workers=0)
