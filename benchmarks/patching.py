@@ -1,17 +1,28 @@
 """Patching speed and memory: edges, build, serialize, deserialize, next to the seed and a memcopy.
 
-2D: the real nuclei2d image (colour-mapped to uint8 RGB, the binarised mask as a float32 label)
-resized up (nearest, so that edges stay one pixel wide as in a real high-resolution scan) to
-1024^2 / 4096^2 / 8192^2 with L = 1024 / 8281 / 10201, p = 8, Gaussian 3 + Canny (50, 100).
+2D, two real images:
+
+* ``nuclei2d``: the nuclei image (colour-mapped to uint8 RGB, the binarised mask as a float32 label)
+  resized up (nearest, so that edges stay one pixel wide as in a real high-resolution scan) to
+  1024^2 / 4096^2 / 8192^2 with L = 1024 / 8281 / 10201. Sparse edges (about 2% of pixels).
+* ``ihc2d``: texture-rich RGB tissue (shared/data/ihc2d/ihc.png, 512^2) resized 2x (bilinear) and
+  tiled with mirroring to 8192^2, L = 10201; label: the stained (dark) tissue, grey < 128, as float32.
+  Dense edges (about 20% of pixels), the common case in pathology.
+
+p = 8, Gaussian 3 + Canny (50, 100). ``deserialize`` is timed on ``(2, L, p, p)`` random scores, as
+float planes and as a class map (``argmax=True``; on a package without that argument, the argmax of
+the planes, which is what a user had to do).
 3D: the MNI152 T1 volume (grey-matter map > 127 as label) resampled to 128^3 and 256^3, p = 4.
 
 Both sides are warmed up and timed in the same run (best of several; the machine is shared). The
-seed (shared/reference/seed_shf.py) is 2D-only. Run: ``python benchmarks/patching.py [--quick]``.
+seed (shared/reference/seed_shf.py) is 2D-only. Run:
+``python benchmarks/patching.py [--quick | --only-8k] [--no-3d] [--no-seed]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from pathlib import Path
 
@@ -20,7 +31,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import best_time, load_seed, mni152, nuclei2d, peak_extra_bytes, table  # noqa: E402
+from _common import DATA, best_time, load_seed, mni152, nuclei2d, peak_extra_bytes, table  # noqa: E402
 
 from monai_shf.forest import (  # noqa: E402
     build_forest,
@@ -31,6 +42,7 @@ from monai_shf.forest import (  # noqa: E402
 )
 
 MB = 1 << 20
+HAS_ARGMAX = "argmax" in inspect.signature(deserialize).parameters
 
 
 def _ms(seconds: float | None) -> str:
@@ -41,23 +53,42 @@ def _ratio(seed: float | None, ours: float) -> str:
     return "" if seed is None else f"{seed / ours:.1f}x"
 
 
-def case_2d(side: int, length: int, seed, repeat: int, seed_repeat: int) -> tuple[list[dict], dict]:
-    img, mask = nuclei2d()
-    rgb = cv.applyColorMap(to_uint8(img), cv.COLORMAP_VIRIDIS)  # real image, 3 distinct channels
-    image_hwc = cv.resize(rgb, (side, side), interpolation=cv.INTER_NEAREST)
+def ihc2d(side: int) -> tuple[np.ndarray, np.ndarray]:
+    """Texture-rich RGB tissue ``(side, side, 3)`` uint8 and its float32 stain mask ``(side, side)``."""
+    path = DATA / "ihc2d" / "ihc.png"
+    if not path.exists():
+        raise SystemExit(f"real data not found at {path}: benchmarks run on shared/data")
+    tile = cv.cvtColor(cv.imread(str(path), cv.IMREAD_COLOR), cv.COLOR_BGR2RGB)
+    tile = cv.resize(tile, (2 * tile.shape[1], 2 * tile.shape[0]), interpolation=cv.INTER_LINEAR)
+    reps = -(-side // tile.shape[0])
+    row = np.concatenate([tile if i % 2 == 0 else tile[:, ::-1] for i in range(reps)], axis=1)
+    image = np.concatenate([row if i % 2 == 0 else row[::-1] for i in range(reps)], axis=0)[:side, :side]
+    image = np.ascontiguousarray(image)
+    label = (cv.cvtColor(image, cv.COLOR_RGB2GRAY) < 128).astype(np.float32)
+    return image, label
+
+
+def case_2d(source: str, side: int, length: int, seed, repeat: int, seed_repeat: int) -> tuple[list[dict], dict]:
+    if source == "ihc2d":
+        image_hwc, label_hw = ihc2d(side)
+        label = label_hw[None]
+    else:
+        img, mask = nuclei2d()
+        rgb = cv.applyColorMap(to_uint8(img), cv.COLORMAP_VIRIDIS)  # real image, 3 distinct channels
+        image_hwc = cv.resize(rgb, (side, side), interpolation=cv.INTER_NEAREST)
+        label = cv.resize((mask > 0).astype(np.float32), (side, side), interpolation=cv.INTER_NEAREST)[None]
     image = np.ascontiguousarray(np.moveaxis(image_hwc, -1, 0))  # MONAI channel-first (3, H, W) uint8
-    label = cv.resize((mask > 0).astype(np.float32), (side, side), interpolation=cv.INTER_NEAREST)[None]
     p, kernel, thresholds = 8, 3, (50, 100)
-    name = f"2D {side}^2 L={length}"
+    name = f"2D {source} {side}^2 L={length}"
 
     edges = edge_map(image, kernel, thresholds)
     forest = build_forest(edges, length)
     pred = np.random.default_rng(0).random((2, length, p, p)).astype(np.float32)
     rows = []
 
-    def row(op, ours_fn, seed_fn=None, mem=True, rep=repeat):
+    def row(op, ours_fn, seed_fn=None, mem=True, rep=repeat, seed_time=None):
         ours = best_time(ours_fn, repeat=rep)
-        theirs = best_time(seed_fn, repeat=seed_repeat) if seed_fn is not None else None
+        theirs = best_time(seed_fn, repeat=seed_repeat) if seed_fn is not None else seed_time
         extra = peak_extra_bytes(ours_fn) if mem else None
         rows.append(
             {
@@ -103,6 +134,15 @@ def case_2d(side: int, length: int, seed, repeat: int, seed_repeat: int) -> tupl
         lambda: deserialize(pred, forest, "linear"),
         (lambda: seed_forest.deserialize(seed_pred, p, 2)) if seed else None,
     )
+    if HAS_ARGMAX:
+        labels_fn = lambda: deserialize(pred, forest, "linear", argmax=True)  # noqa: E731
+    else:  # the package before argmax=True: the float planes, then their argmax
+        labels_fn = lambda: deserialize(pred, forest, "linear").argmax(0).astype(np.uint8)  # noqa: E731
+    t_labels, s_labels = row(
+        "deserialize class map (2 channels, argmax)",
+        labels_fn,
+        seed_time=s_deser,  # the seed's deserialize (timed above) is its only depatching
+    )
     mem_build_ser = peak_extra_bytes(
         lambda: (serialize(image, build_forest(edges, length), p), serialize(label, forest, p))
     )
@@ -112,6 +152,9 @@ def case_2d(side: int, length: int, seed, repeat: int, seed_repeat: int) -> tupl
         "edge fraction": f"{edges.mean():.4f}",
         "build speed-up vs seed": _ratio(s_build, t_build),
         "deserialize speed-up vs seed": _ratio(s_deser, t_deser),
+        "argmax deserialize speed-up vs seed": _ratio(s_labels, t_labels),
+        "edges ms": _ms(t_edges),
+        "build + serialize ms": _ms(t_build + t_ser_img + t_ser_lab),
         "(build + serialize) / edges": f"{(t_build + t_ser_img + t_ser_lab) / t_edges:.3f}",
         "build + serialize peak extra / image bytes": ""
         if mem_build_ser is None
@@ -165,15 +208,21 @@ def case_3d(side: int, length: int, repeat: int, with_itk: bool) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="only the small cases")
+    parser.add_argument("--only-8k", action="store_true", help="only the two 8192^2 2D cases (the targets)")
+    parser.add_argument("--no-3d", action="store_true", help="skip the 3D cases")
     parser.add_argument("--no-seed", action="store_true", help="skip the seed reference")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     seed = None if args.no_seed else load_seed()
-    cases_2d = [(1024, 1024)] if args.quick else [(1024, 1024), (4096, 8281), (8192, 10201)]
-    cases_3d = [(128, 4096)] if args.quick else [(128, 4096), (256, 16384)]
+    cases_2d = [("nuclei2d", 1024, 1024)]
+    if not args.quick:
+        cases_2d += [("nuclei2d", 4096, 8281), ("nuclei2d", 8192, 10201), ("ihc2d", 8192, 10201)]
+    if args.only_8k:
+        cases_2d = [c for c in cases_2d if c[1] == 8192]
+    cases_3d = [] if args.no_3d or args.only_8k else [(128, 4096)] if args.quick else [(128, 4096), (256, 16384)]
     rows, summaries = [], []
-    for side, length in cases_2d:
-        r, s = case_2d(side, length, seed, repeat=5, seed_repeat=2)
+    for source, side, length in cases_2d:
+        r, s = case_2d(source, side, length, seed, repeat=5, seed_repeat=2)
         rows += r
         summaries.append(s)
         print(f"done {s['case']}", file=sys.stderr, flush=True)

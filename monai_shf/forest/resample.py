@@ -99,36 +99,45 @@ def _group_leaves(forest: Forest) -> list[tuple[tuple[int, ...], np.ndarray]]:
 
 
 class _Blocks:
-    """Read/write access to equal-size boxes of a ``(C, *spatial)`` tensor as ``(C, n, *block)``."""
+    """Read/write access to equal-size boxes of a ``(C, *spatial)`` tensor as ``(C, n, *block)``.
+
+    On the CPU the gathers and scatters go through numpy, whose fancy indexing of a strided block
+    view is about 5x faster than torch's ``index_put_`` here (0.3 vs 1.4 ms per 10^6 uint8 pixels)."""
 
     def __init__(self, x: torch.Tensor, starts: np.ndarray, block: tuple[int, ...]):
         self.x, self.block, self.ndim = x, block, len(block)
+        self.on_numpy = x.device.type == "cpu" and x.dtype != torch.bfloat16
+        array: Any = x.numpy() if self.on_numpy else x
+
+        def index(values: np.ndarray) -> Any:
+            return values if self.on_numpy else torch.as_tensor(values, device=x.device)
+
         self.aligned = bool((starts % np.asarray(block) == 0).all())
         if self.aligned:  # a strided view (C, g0, b0, g1, b1, ...) and grid indices
             grid = [x.shape[1 + a] // b for a, b in enumerate(block)]
-            view = x[(slice(None),) + tuple(slice(0, g * b) for g, b in zip(grid, block))]
-            for a in range(self.ndim):
-                view = view.unflatten(1 + 2 * a, (grid[a], block[a]))
-            self.view = view
-            cells = torch.as_tensor(starts // np.asarray(block), device=x.device)
-            self.key = (slice(None),) + sum(((cells[:, a], slice(None)) for a in range(self.ndim)), ())
+            view = array[(slice(None),) + tuple(slice(0, g * b) for g, b in zip(grid, block))]
+            shape = (x.shape[0],) + sum(((g, b) for g, b in zip(grid, block)), ())
+            self.view = view.reshape(shape)  # (a view: both libraries split axes without copying)
+            cells = starts // np.asarray(block)
+            self.key = (slice(None),) + sum(((index(cells[:, a]), slice(None)) for a in range(self.ndim)), ())
         else:  # index arrays (n, b_a), broadcast against each other
+            self.view = array
             idx = []
             for a, b in enumerate(block):
-                rows = torch.as_tensor(starts[:, a : a + 1] + np.arange(b), device=x.device)
-                idx.append(rows.view((-1,) + tuple(b if k == a else 1 for k in range(self.ndim))))
+                rows = (starts[:, a : a + 1] + np.arange(b)).reshape(
+                    (-1,) + tuple(b if k == a else 1 for k in range(self.ndim))
+                )
+                idx.append(index(rows))
             self.key = (slice(None),) + tuple(idx)
 
     def get(self) -> torch.Tensor:
-        if self.aligned:
-            return self.view[self.key].movedim(0, 1)
-        return self.x[self.key]
+        out = self.view[self.key]
+        out = torch.from_numpy(out) if self.on_numpy else out
+        return out.movedim(0, 1) if self.aligned else out
 
     def put(self, values: torch.Tensor) -> None:
-        if self.aligned:
-            self.view[self.key] = values.movedim(1, 0)
-        else:
-            self.x[self.key] = values
+        values = values.movedim(1, 0) if self.aligned else values
+        self.view[self.key] = values.numpy() if self.on_numpy else values
 
 
 def _chunks(ids: np.ndarray, per_leaf: int) -> list[np.ndarray]:
@@ -457,7 +466,9 @@ def deserialize(tokens: Any, forest: Forest, mode: str = "linear", argmax: bool 
         argmax: return ``(1, *spatial)`` class indices (the argmax over the ``C`` channels of the
             depatched scores, ties to the lower index) instead of the ``C`` planes. They are written
             straight into a uint8 canvas (int16/int32 beyond 256 classes, see :func:`label_dtype`),
-            leaf group by leaf group: no ``C x H x W`` float canvas is ever made.
+            leaf group by leaf group: no ``C x H x W`` float canvas is ever made. With two channels
+            and ``"linear"``, ``x1 - x0`` is depatched once and its sign kept (depatching is linear;
+            equal to the argmax of the depatched planes up to float rounding at near-ties).
 
     Returns:
         ``(C, *forest.spatial_shape)``, same type/device as ``tokens``. ``"linear"``: float32
@@ -476,11 +487,15 @@ def deserialize(tokens: Any, forest: Forest, mode: str = "linear", argmax: bool 
     device = t.device
     channels = t.shape[0]
     float_dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
+    sign_only = False
     if argmax:
         out_dtype = label_dtype(channels)
         if mode == "nearest":  # nearest sampling commutes with the per-pixel argmax: argmax the tokens
             t = _argmax_channels(t.to(torch.uint8) if t.dtype == torch.bool else t, out_dtype)
             channels = 1
+        elif channels == 2:  # depatching is linear: depatch x1 - x0 once and keep its sign
+            t = t[1:].to(float_dtype) - t[:1].to(float_dtype)
+            channels, sign_only = 1, True
     elif mode == "nearest":
         out_dtype = float_dtype if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
     else:
@@ -501,7 +516,9 @@ def deserialize(tokens: Any, forest: Forest, mode: str = "linear", argmax: bool 
             else:
                 group = group.to(float_dtype)
                 blocks = _separable(group, mats, out=scratch.take(group.shape[:2] + size))
-                if argmax:
+                if sign_only:  # class 1 where x1 > x0 (ties to class 0, like argmax)
+                    blocks = torch.gt(blocks, 0).view(torch.uint8)
+                elif argmax:
                     blocks = _argmax_channels(blocks, out_dtype)
             _Blocks(canvas, forest.starts[chunk], size).put(blocks)
     return _restore(canvas, tokens)
@@ -510,5 +527,5 @@ def deserialize(tokens: Any, forest: Forest, mode: str = "linear", argmax: bool 
 def _argmax_channels(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``(C, ...)`` scores to ``(1, ...)`` class indices of ``dtype`` (ties to the lower index)."""
     if x.shape[0] == 2:  # two classes: one comparison, no int64 index temporary
-        return (x[1] > x[0]).to(dtype).unsqueeze(0)
+        return torch.gt(x[1], x[0]).view(torch.uint8).to(dtype).unsqueeze(0)
     return torch.argmax(x, dim=0, keepdim=True).to(dtype)

@@ -405,6 +405,38 @@ def _count_pyramid(score: np.ndarray, bounds: list[list[np.ndarray]], depth: int
     return pyramid[::-1]
 
 
+class _LazyPyramid:
+    """``pyramid[d]`` for ``d = 0..depth``, the finest levels computed only when first read.
+
+    Dense edges (textured tissue) never split nodes deep down: the ``K`` best scores are all in
+    shallow nodes, and the edge phase stops reading the pyramid where every node is below the
+    ``K``-th best score. For such score maps the levels down to ``depth - _LAZY_LEVELS`` are summed
+    straight from the image (one pass, whose blocks are 4**_LAZY_LEVELS times larger than the
+    finest ones: a smaller first grid and fewer pair sums) and the finer levels only if the edge
+    phase reads them (then the whole pyramid is summed from the image as usual). Sums are integers,
+    so both routes give the same values. Sparse score maps (edge fraction below
+    ``_DENSE_FRACTION`` in a sample of rows), which do split deep, and float scores (whose sums would
+    round differently) take the finest level at once.
+    """
+
+    def __init__(self, score: np.ndarray, bounds: list[list[np.ndarray]], depth: int):
+        self.score, self.bounds, self.depth = score, bounds, depth
+        coarse = depth - _LAZY_LEVELS
+        sample = score[:: max(1, score.shape[0] // 64)]
+        dense = score.dtype.kind in "bui" and coarse >= 0 and np.count_nonzero(sample) >= _DENSE_FRACTION * sample.size
+        self.levels = _count_pyramid(score, bounds, coarse if dense else depth)
+
+    def __getitem__(self, d: int) -> np.ndarray:
+        if d >= len(self.levels):
+            self.levels = _count_pyramid(self.score, self.bounds, self.depth)
+        return self.levels[d]
+
+
+# levels left to compute lazily for dense score maps, and what "dense" means (fraction of non-zero pixels)
+_LAZY_LEVELS = 2
+_DENSE_FRACTION = 0.01
+
+
 # ---------------------------------------------------------------------------------------------
 # the build
 
@@ -489,7 +521,7 @@ def build_forest(
     max_depth = min(len(b) - 1 for b in bounds)
     # scores are needed for the nodes that may be split, i.e. down to depth max_depth - 1 only:
     # the finest grid (the largest) is never read
-    pyramid = _count_pyramid(s, bounds, max(max_depth - 1, 0))
+    pyramid = _LazyPyramid(s, bounds, max(max_depth - 1, 0))
 
     grid = _Grid(bounds, [c for _, c in axes], roots, max_depth)
     max_splits = (length - math.prod(roots)) // (2**ndim - 1)

@@ -398,3 +398,39 @@ def test_fill_uniform_and_its_deprecated_alias_area():
     with pytest.warns(DeprecationWarning, match='fill="uniform"'):
         area = build_forest(score, 100, fill="area")
     assert area == uniform and uniform.num_leaves > build_forest(score, 100, fill="pad").num_leaves
+
+
+@pytest.mark.parametrize("density", [0.002, 0.05, 0.3])
+@pytest.mark.parametrize("shape,length", [((256, 256), 300), ((200, 328), 1000), ((64, 64, 64), 500)])
+def test_lazy_count_pyramid_gives_the_same_forest(monkeypatch, density, shape, length):
+    """Issue 6 item 13: dense maps sum a coarser first level and the finer ones only when read."""
+    from monai_shf.forest import tree
+
+    rng = np.random.default_rng(5)
+    score = rng.random(shape) < density
+    score[tuple(slice(0, s // 4) for s in shape)] |= rng.random(tuple(s // 4 for s in shape)) < 0.5  # a hot spot
+    monkeypatch.setattr(tree, "_DENSE_FRACTION", 2.0)  # never lazy: the finest level at once
+    expected = build_forest(score, length)
+    calls = []
+    original = tree._count_pyramid
+    monkeypatch.setattr(tree, "_count_pyramid", lambda *a: calls.append(a[2]) or original(*a))
+    monkeypatch.setattr(tree, "_DENSE_FRACTION", 0.0)  # always lazy
+    assert build_forest(score, length) == expected
+    assert build_forest(score.astype(np.uint16) * 7, length) == expected
+    assert len(calls) >= 2 and min(calls) < max(calls)  # a coarse first level, the finest when read
+
+
+def test_lazy_count_pyramid_skips_the_finest_levels_on_dense_edges(monkeypatch):
+    from monai_shf.forest import tree
+
+    calls = []
+    original = tree._count_pyramid
+    monkeypatch.setattr(tree, "_count_pyramid", lambda *a: calls.append(a[2]) or original(*a))
+    uniform = np.random.default_rng(0).random((512, 512)) < 0.2
+    build_forest(uniform, 1000)
+    assert len(calls) == 1 and calls[0] == 7 - tree._LAZY_LEVELS  # 512 / 2**8 = 2 = 2 * min_size: depth 7
+    calls.clear()
+    sparse = np.zeros((512, 512), bool)
+    sparse[100, 100:140] = True
+    build_forest(sparse, 1000)
+    assert calls == [7]  # sparse maps: the finest level at once
