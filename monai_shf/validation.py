@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["check_int", "check_choice", "check_array", "check_finite", "is_tensor", "to_numpy"]
+__all__ = ["check_int", "check_bool", "check_choice", "check_array", "check_finite", "is_tensor", "to_numpy"]
 
 
 def check_int(value: Any, name: str, minimum: int | None = None) -> int:
@@ -31,6 +31,14 @@ def check_int(value: Any, name: str, minimum: int | None = None) -> int:
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}.")
     return value
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """Return ``value`` as a Python bool, or raise ``TypeError`` if it is not a bool (``0``/``1`` or
+    strings such as ``"false"`` are rejected: a flag given as anything else is a config mistake)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {value!r} ({type(value).__name__}).")
+    return bool(value)
 
 
 def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:

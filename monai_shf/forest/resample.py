@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from monai_shf.validation import check_array, check_choice, check_finite, check_int
+from monai_shf.validation import check_array, check_bool, check_choice, check_finite, check_int
 
 from .tree import Forest
 
@@ -481,8 +481,7 @@ def deserialize(tokens: Any, forest: Forest, mode: str = "linear", argmax: bool 
     """
     patch = _check_tokens(tokens, forest)
     mode = check_choice(mode, "mode", DESERIALIZE_MODES)
-    if not isinstance(argmax, (bool, np.bool_)):
-        raise TypeError(f"argmax must be a bool, got {argmax!r} ({type(argmax).__name__}).")
+    argmax = check_bool(argmax, "argmax")
     t = _as_torch(tokens)
     device = t.device
     channels = t.shape[0]

@@ -229,3 +229,21 @@ def test_split_criterion_option(criterion):
 def test_bad_split_criterion():
     with pytest.raises(ValueError, match="criterion"):
         HierarchicalPatch(length=16, patch_size=8, criterion="entropy")
+
+
+def test_depatch_and_inverse_can_return_class_maps():
+    """Issue 6 item 11: Depatch(argmax=True) and HierarchicalPatch(inverse_argmax=True) give uint8 labels."""
+    image = torch.from_numpy(np.random.default_rng(0).random((1, 64, 64)).astype(np.float32))
+    forest = build_forest(np.zeros((64, 64)), 16)
+    scores = torch.rand(3, 16, 8, 8)
+    planes = Depatch()(scores, forest=forest)
+    labels = Depatch(argmax=True)(scores, forest=forest)
+    assert labels.dtype == torch.uint8 and labels.shape == (1, 64, 64)
+    assert torch.equal(labels[0].long(), planes.argmax(0))
+    assert torch.equal(Depatch()(scores, forest=forest, argmax=True), labels)
+    patcher = HierarchicalPatch(16, 8, inverse_argmax=True)
+    tokens = patcher(MetaTensor(image), forest=forest)
+    pred = MetaTensor(scores, applied_operations=tokens.applied_operations)
+    assert torch.equal(patcher.inverse(pred).as_tensor(), labels)
+    with pytest.raises(TypeError, match="inverse_argmax"):
+        HierarchicalPatch(16, 8, inverse_argmax=1)
