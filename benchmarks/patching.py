@@ -68,7 +68,9 @@ def ihc2d(side: int) -> tuple[np.ndarray, np.ndarray]:
     return image, label
 
 
-def case_2d(source: str, side: int, length: int, seed, repeat: int, seed_repeat: int) -> tuple[list[dict], dict]:
+def case_2d(
+    source: str, side: int, length: int, seed, repeat: int, seed_repeat: int, seed_warmup: int = 1
+) -> tuple[list[dict], dict]:
     if source == "ihc2d":
         image_hwc, label_hw = ihc2d(side)
         label = label_hw[None]
@@ -88,7 +90,7 @@ def case_2d(source: str, side: int, length: int, seed, repeat: int, seed_repeat:
 
     def row(op, ours_fn, seed_fn=None, mem=True, rep=repeat, seed_time=None):
         ours = best_time(ours_fn, repeat=rep)
-        theirs = best_time(seed_fn, repeat=seed_repeat) if seed_fn is not None else seed_time
+        theirs = best_time(seed_fn, repeat=seed_repeat, warmup=seed_warmup) if seed_fn is not None else seed_time
         extra = peak_extra_bytes(ours_fn) if mem else None
         rows.append(
             {
@@ -211,6 +213,11 @@ def main() -> None:
     parser.add_argument("--only-8k", action="store_true", help="only the two 8192^2 2D cases (the targets)")
     parser.add_argument("--no-3d", action="store_true", help="skip the 3D cases")
     parser.add_argument("--no-seed", action="store_true", help="skip the seed reference")
+    parser.add_argument("--source", choices=("nuclei2d", "ihc2d"), help="only the 2D cases of this image")
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs of ours (best is kept)")
+    parser.add_argument(
+        "--seed-repeat", type=int, default=2, help="timed runs of the seed (1: no warm-up either; it is slow)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     seed = None if args.no_seed else load_seed()
@@ -219,20 +226,24 @@ def main() -> None:
         cases_2d += [("nuclei2d", 4096, 8281), ("nuclei2d", 8192, 10201), ("ihc2d", 8192, 10201)]
     if args.only_8k:
         cases_2d = [c for c in cases_2d if c[1] == 8192]
+    if args.source:
+        cases_2d = [c for c in cases_2d if c[0] == args.source]
     cases_3d = [] if args.no_3d or args.only_8k else [(128, 4096)] if args.quick else [(128, 4096), (256, 16384)]
+    cols = ["case", "op", "ours ms", "seed ms", "seed/ours", "peak extra MB", "x image bytes"]
     rows, summaries = [], []
     for source, side, length in cases_2d:
-        r, s = case_2d(source, side, length, seed, repeat=5, seed_repeat=2)
+        r, s = case_2d(source, side, length, seed, args.repeat, args.seed_repeat, seed_warmup=int(args.seed_repeat > 1))
         rows += r
         summaries.append(s)
         print(f"done {s['case']}", file=sys.stderr, flush=True)
+        print(table(r, cols) + "\n\n" + table([s], list(s)) + "\n", file=sys.stderr, flush=True)
     for side, length in cases_3d:
         rows += case_3d(side, length, repeat=3, with_itk=side == 128)
         print(f"done 3D {side}^3", file=sys.stderr, flush=True)
-    cols = ["case", "op", "ours ms", "seed ms", "seed/ours", "peak extra MB", "x image bytes"]
     print(table(rows, cols))
-    print()
-    print(table(summaries, list(summaries[0])))
+    if summaries:
+        print()
+        print(table(summaries, list(summaries[0])))
     print(
         f"\ntorch {torch.__version__}, OpenCV {cv.__version__}, numpy {np.__version__}, threads: torch {torch.get_num_threads()}, OpenCV {cv.getNumThreads()}"
     )
