@@ -218,8 +218,16 @@ def main() -> None:
     parser.add_argument(
         "--seed-repeat", type=int, default=2, help="timed runs of the seed (1: no warm-up either; it is slow)"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch and OpenCV threads (0: their defaults); 1 on an overloaded machine",
+    )
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.threads > 0:
+        cv.setNumThreads(args.threads)
+    torch.set_num_threads(args.threads if args.threads > 0 else max(1, torch.get_num_threads()))
     seed = None if args.no_seed else load_seed()
     cases_2d = [("nuclei2d", 1024, 1024)]
     if not args.quick:
