@@ -11,6 +11,9 @@ slide, rendered tile by tile from real tissue texture (``shared/data/ihc2d``).
 ``monai-shf figure IMAGE LABEL``: the paper's Figure 1 for any image: input, ground truth, the
 reconstructed mask (upper bound), the forest, token strips, and with ``--checkpoint`` the predicted
 tokens and the depatched prediction.
+``monai-shf segment-slide SLIDE --out MASK.tif``: segment a whole slide with an SHF ViT (a bundle's
+network and checkpoint) into a pyramidal mask, never loading the slide whole
+(:func:`monai_shf.inference.segment_slide`).
 """
 
 from __future__ import annotations
@@ -427,6 +430,38 @@ def _override(text: str) -> tuple[str, object]:
     return key, yaml.safe_load(value)
 
 
+def _segment_slide_command(args: argparse.Namespace) -> int:
+    from monai_shf.inference import SEGMENT_STAGES, segment_slide
+
+    try:
+        r = segment_slide(
+            args.slide,
+            args.out,
+            bundle=args.bundle,
+            checkpoint=args.checkpoint,
+            length=args.length,
+            patch_size=args.patch_size,
+            max_side=args.max_side,
+            probabilities=args.probabilities,
+            device=args.device,
+            untrained=args.untrained,
+            progress=not args.no_progress,
+        )
+    except (ValueError, TypeError) as error:  # bad input: one clear line, no traceback
+        print(f"monai-shf segment-slide: error: {error}", file=sys.stderr)
+        return 2
+    h, w = r["shape"]
+    weights = r["checkpoint"] or "none (--untrained: random weights)"
+    print(f"slide   {args.slide}  ({h} x {w})")
+    print(f"network {r['bundle'] or 'built-in defaults'}; weights {weights}")
+    print(f"leaves  {r['leaves']} of L={r['length']} tokens, p={r['patch_size']}, {r['num_classes']} classes")
+    stages = ", ".join(f"{name} {r['seconds'][name]:.2f} s" for name in SEGMENT_STAGES)
+    print(f"time    {r['total_seconds']:.2f} s ({stages})")
+    print(f"memory  peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB")
+    print(f"mask    {r['out']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="monai-shf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -473,7 +508,23 @@ def main(argv: list[str] | None = None) -> int:
     figure.add_argument("--binarize", action="store_true", help="foreground = label > 0 (instance masks)")
     figure.add_argument("--set", dest="overrides", type=_override, action="append", default=[], metavar="KEY=VALUE")
     figure.add_argument("--out", type=Path, required=True, help="the PNG to write")
+    segment = sub.add_parser(
+        "segment-slide", help="segment a whole slide into a pyramidal mask (a bundle's SHF ViT, tile by tile)"
+    )
+    segment.add_argument("slide", type=Path, help="the slide (SVS, tiled TIFF, OME-TIFF, ...)")
+    segment.add_argument("--out", type=Path, required=True, help="the mask .tif (its folder must exist)")
+    segment.add_argument("--bundle", type=Path, default=None, help="default: bundles/shf_wsi_segmentation")
+    segment.add_argument("--checkpoint", type=Path, default=None, help="default: <bundle>/models/best.pt|latest.pt")
+    segment.add_argument("--length", type=int, default=None, help="tokens L (default: the bundle's)")
+    segment.add_argument("--patch-size", type=int, default=None, help="token side p (default: the bundle's)")
+    segment.add_argument("--max-side", type=int, default=None, help="longest side of the forest level")
+    segment.add_argument("--probabilities", action="store_true", help="write uint8 softmax probabilities")
+    segment.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    segment.add_argument("--untrained", action="store_true", help="random weights (timing and smoke tests)")
+    segment.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if args.command == "segment-slide":
+        return _segment_slide_command(args)
     if args.command == "make-slide":
         return _make_slide_command(args)
     if args.command == "figure":

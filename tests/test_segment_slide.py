@@ -1,0 +1,172 @@
+"""``monai-shf segment-slide`` and :func:`monai_shf.inference.segment_slide` on a small generated slide."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from monai_shf.cli import main
+from monai_shf.inference import DEFAULT_BUNDLE, SEGMENT_STAGES, find_bundle, segment_slide
+from monai_shf.networks import SHFViT
+from monai_shf.slide import build_slide_forest, make_slide, open_slide, serialize_slide, write_slide_mask
+
+LENGTH, PATCH, CLASSES = 256, 8, 3
+TINY = {"hidden_size": 32, "mlp_dim": 64, "num_layers": 1, "num_heads": 2}
+
+INFERENCE_YAML = f"""
+length: {LENGTH}
+patch_size: {PATCH}
+min_size: 2
+in_channels: 3
+num_classes: {CLASSES}
+max_side: 512
+kernel_size: 3
+thresholds: [50, 100]
+edge_channel_reduction: max
+intensity_range: [0, 255]
+network_def:
+  _target_: monai_shf.networks.SHFViT
+  in_channels: "@in_channels"
+  out_channels: "@num_classes"
+  patch_size: "@patch_size"
+  length: "@length"
+  spatial_dims: 2
+  hidden_size: {TINY["hidden_size"]}
+  mlp_dim: {TINY["mlp_dim"]}
+  num_layers: {TINY["num_layers"]}
+  num_heads: {TINY["num_heads"]}
+  use_flash_attention: true
+"""
+
+
+def tiny_network(seed: int = 0) -> SHFViT:
+    torch.manual_seed(seed)
+    return SHFViT(3, CLASSES, PATCH, LENGTH, use_flash_attention=True, **TINY).eval()
+
+
+@pytest.fixture(scope="module")
+def slide_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated 1024 x 1536 pyramidal RGB slide (0.5 mpp, 256^2 tiles)."""
+    folder = tmp_path_factory.mktemp("segment_slide")
+    path, _ = make_slide(folder / "slide.tif", (1024, 1536), tile=256, mpp=0.5, label_out=False)
+    return path
+
+
+@pytest.fixture()
+def bundle(tmp_path: Path) -> Path:
+    """A bundle folder with only ``configs/inference.yaml`` (a tiny SHFViT) and an empty ``models/``."""
+    (tmp_path / "bundle" / "configs").mkdir(parents=True)
+    (tmp_path / "bundle" / "models").mkdir()
+    (tmp_path / "bundle" / "configs" / "inference.yaml").write_text(INFERENCE_YAML)
+    return tmp_path / "bundle"
+
+
+def read_level0(path: Path) -> tuple[np.ndarray, tuple, tuple]:
+    with open_slide(path) as mask:
+        return mask.read(0, (0, 0), mask.shape), mask.shape, mask.mpp
+
+
+def test_untrained_cli_writes_a_mask_like_the_slide(slide_path, bundle, tmp_path, capsys):
+    out = tmp_path / "mask.tif"
+    rc = main(["segment-slide", str(slide_path), "--bundle", str(bundle), "--out", str(out), "--untrained"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert f"of L={LENGTH} tokens" in printed and "peak RSS" in printed
+    assert all(f"{stage} " in printed for stage in SEGMENT_STAGES)
+    values, shape, mpp = read_level0(out)
+    with open_slide(slide_path) as source:
+        assert shape == source.shape == (1024, 1536)
+        assert mpp == pytest.approx(source.mpp)
+    assert values.shape == (1, 1024, 1536) and values.dtype == np.uint8
+    assert values.max() < CLASSES
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".mask")]  # no temporary left
+
+
+def test_checkpoint_weights_are_used(slide_path, bundle, tmp_path):
+    """A checkpoint whose head always votes class 2 gives an all-2 mask; equal to the library path."""
+    net = tiny_network()
+    with torch.no_grad():
+        net.head.proj.weight.zero_()
+        net.head.proj.bias.copy_(torch.tensor([0.0, 0.0, 5.0]).repeat_interleave(PATCH * PATCH))
+    torch.save({"model": net.state_dict()}, bundle / "models" / "best.pt")
+    out = tmp_path / "mask.tif"
+    result = segment_slide(slide_path, out, bundle=bundle)  # weights found in the bundle
+    assert result["checkpoint"] == bundle / "models" / "best.pt"
+    values, _, _ = read_level0(out)
+    assert (values == 2).all()
+
+    # a random checkpoint given explicitly (a bare state dict): the mask equals the library path by hand
+    other = tiny_network(seed=3)
+    torch.save(other.state_dict(), tmp_path / "other.pt")
+    result = segment_slide(slide_path, out, bundle=bundle, checkpoint=tmp_path / "other.pt", probabilities=True)
+    assert result["leaves"] <= LENGTH and set(result["seconds"]) == set(SEGMENT_STAGES)
+    with open_slide(slide_path) as source:
+        forest = build_slide_forest(source, LENGTH, max_side=512)
+        tokens = np.clip(serialize_slide(source, forest, PATCH) / 255.0, 0, 1).astype(np.float32)
+        with torch.inference_mode():
+            logits = other(
+                torch.from_numpy(tokens)[None],
+                geom=torch.from_numpy(forest.geom())[None],
+                token_mask=torch.from_numpy(forest.token_mask())[None],
+            )
+        probs = torch.softmax(logits[0], 0).numpy()
+        write_slide_mask(tmp_path / "expected.tif", forest, probs, like=source, probabilities=True)
+    got, _, _ = read_level0(out)
+    expected, _, _ = read_level0(tmp_path / "expected.tif")
+    assert got.shape == (CLASSES, 1024, 1536)
+    # equal up to float rounding of the token scaling (x / 255 vs x * (1 / 255)): one quantisation step
+    diff = np.abs(got.astype(np.int16) - expected)
+    assert diff.max() <= 1 and np.count_nonzero(diff) < 1e-4 * diff.size
+    assert len(np.unique(got[0])) > 1  # the weights produce a non-constant map
+
+
+def test_default_bundle_is_the_repository_wsi_bundle():
+    if not (DEFAULT_BUNDLE / "configs" / "inference.yaml").is_file():
+        assert find_bundle() is None  # built-in defaults
+    else:
+        assert find_bundle() == DEFAULT_BUNDLE
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing slide", "slide file not found"),
+        ("missing folder", "does not exist"),
+        ("no checkpoint", "no checkpoint"),
+        ("missing checkpoint", "checkpoint file not found"),
+        ("wrong length", "does not fit the network"),
+        ("not a bundle", "has no configs/inference.yaml"),
+    ],
+)
+def test_bad_input_clear_error_and_no_file(case, message, slide_path, bundle, tmp_path, capsys):
+    out = tmp_path / "out" / "mask.tif"
+    out.parent.mkdir()
+    args = ["segment-slide", str(slide_path), "--bundle", str(bundle), "--out", str(out), "--no-progress"]
+    if case == "missing slide":
+        args[1] = str(tmp_path / "nope.tif")
+        args.append("--untrained")
+    elif case == "missing folder":
+        args[args.index(str(out))] = str(tmp_path / "no_such_folder" / "mask.tif")
+        args.append("--untrained")
+    elif case == "missing checkpoint":
+        args += ["--checkpoint", str(tmp_path / "missing.pt")]
+    elif case == "wrong length":
+        torch.save({"model": tiny_network().state_dict()}, tmp_path / "tiny.pt")
+        args += ["--checkpoint", str(tmp_path / "tiny.pt"), "--length", str(2 * LENGTH)]
+    elif case == "not a bundle":
+        args[args.index(str(bundle))] = str(tmp_path)
+        args.append("--untrained")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert list(out.parent.iterdir()) == []  # nothing written, not even a temporary
+
+
+def test_slide_channels_must_match_the_network(slide_path, bundle, tmp_path):
+    (bundle / "configs" / "inference.yaml").write_text(INFERENCE_YAML.replace("in_channels: 3", "in_channels: 1"))
+    with pytest.raises(ValueError, match="3 channels but the network expects 1"):
+        segment_slide(slide_path, tmp_path / "mask.tif", bundle=bundle, untrained=True)
+    assert not list(tmp_path.glob("*mask*"))
