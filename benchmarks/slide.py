@@ -11,7 +11,10 @@ whole, ``edge_map`` + ``build_forest`` + ``serialize``; sizes <= 16K^2 only) and
 (``WSIReader(backend="tifffile")`` reading a few of the same leaves' regions at the levels the tokens
 use, extrapolated to all ``L`` leaves; only levels whose longer side is <= 16K, since MONAI's tifffile
 backend decodes a whole level per region). Writing side: ``depatch + mask write`` (``write_slide_mask``
-of 2-class scores derived from the slide's tokens; only the write is timed). Add a row: write ``def row_x(ctx) -> dict`` and append it.
+of 2-class scores derived from the slide's tokens; only the write is timed), ``segment-slide`` (the whole
+:func:`monai_shf.inference.segment_slide`: forest, tokens, a small SHF ViT (hidden 128, 2 layers, 4
+heads, fused attention, random weights: the time does not depend on them), softmax and the pyramidal
+mask write; its notes give each stage's time). Add a row: write ``def row_x(ctx) -> dict`` and append it.
 
 Usage::
 
@@ -288,12 +291,49 @@ def row_mask_write(ctx: Context) -> dict[str, Any]:
     }
 
 
+SMALL_VIT = {
+    "network_def#hidden_size": 128,
+    "network_def#mlp_dim": 256,
+    "network_def#num_layers": 2,
+    "network_def#num_heads": 4,
+    "network_def#use_flash_attention": True,
+}
+"""The small ViT of the ``segment-slide`` row (config overrides of the bundle's ``network_def``)."""
+
+
+def row_segment_slide(ctx: Context) -> dict[str, Any]:
+    """The whole ``monai-shf segment-slide`` (setup included: network built from the bundle's config)."""
+    from monai_shf.inference import segment_slide
+
+    out = ctx.path.with_name(f"{ctx.path.stem}_segment_mask.tif")
+    t = time.perf_counter()
+    r = segment_slide(
+        ctx.path,
+        out,
+        length=ctx.length,
+        patch_size=ctx.patch,
+        max_side=ctx.max_side,
+        untrained=True,
+        overrides=SMALL_VIT,
+    )
+    total = time.perf_counter() - t
+    mask_mib = out.stat().st_size / 2**20
+    out.unlink()
+    stages = ", ".join(f"{name} {seconds:.1f}" for name, seconds in r["seconds"].items())
+    cpu = ", ".join(f"{name} {seconds:.1f}" for name, seconds in r["cpu_seconds"].items())
+    return {
+        "time_s": total,
+        "note": f"wall: {stages} s; CPU (all threads): {cpu} s; {r['leaves']} leaves; mask {mask_mib:.1f} MiB",
+    }
+
+
 ROWS: list[tuple[str, Callable[[Context], dict[str, Any]]]] = [
     ("open + forest", row_forest),
     ("forest + tokens", row_forest_tokens),
     ("in-memory forest + tokens", row_in_memory),
     ("MONAI WSIReader(tifffile) regions", row_monai_wsireader),
     ("depatch + mask write", row_mask_write),
+    ("segment-slide", row_segment_slide),
 ]
 
 
