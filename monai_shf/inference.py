@@ -151,8 +151,13 @@ def find_checkpoint(
 
 def load_network(parser: Any, checkpoint: Path | None, device: torch.device) -> torch.nn.Module:
     """Instantiate ``network_def`` of ``parser`` and load ``checkpoint`` (a bundle checkpoint, a dict
-    whose ``"model"`` entry is the state dict, or a bare state dict) onto ``device``, in eval mode."""
-    network = parser.get_parsed_content("network_def", instantiate=True)
+    whose ``"model"`` entry is the state dict, or a bare state dict) onto ``device``, in eval mode.
+    Without a checkpoint the weights are the network's random initialisation under seed 0."""
+    # without a checkpoint (untrained=True) the random weights are seeded (0), so timing and smoke runs
+    # repeat; forking the RNG leaves the caller's random state as it was
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        network = parser.get_parsed_content("network_def", instantiate=True)
     if not isinstance(network, torch.nn.Module):
         raise TypeError(f"network_def must build a torch.nn.Module, got {type(network).__name__}.")
     if checkpoint is not None:

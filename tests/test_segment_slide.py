@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from monai_shf.cli import main
-from monai_shf.inference import DEFAULT_BUNDLE, SEGMENT_STAGES, find_bundle, segment_slide
+from monai_shf.inference import (
+    DEFAULT_BUNDLE,
+    SEGMENT_STAGES,
+    find_bundle,
+    load_network,
+    load_settings,
+    segment_slide,
+)
 from monai_shf.networks import SHFViT
 from monai_shf.slide import build_slide_forest, make_slide, open_slide, serialize_slide, write_slide_mask
 
@@ -121,6 +128,15 @@ def test_checkpoint_weights_are_used(slide_path, bundle, tmp_path):
     diff = np.abs(got.astype(np.int16) - expected)
     assert diff.max() <= 1 and np.count_nonzero(diff) < 1e-4 * diff.size
     assert len(np.unique(got[0])) > 1  # the weights produce a non-constant map
+
+
+def test_untrained_weights_repeat_and_leave_the_rng_alone(bundle):
+    parser = load_settings(bundle)
+    state = torch.random.get_rng_state()
+    first = load_network(parser, None, torch.device("cpu")).state_dict()
+    second = load_network(load_settings(bundle), None, torch.device("cpu")).state_dict()
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert all(torch.equal(first[k], second[k]) for k in first)
 
 
 def test_default_bundle_is_the_repository_wsi_bundle():
