@@ -13,8 +13,9 @@ use, extrapolated to all ``L`` leaves; only levels whose longer side is <= 16K, 
 backend decodes a whole level per region). Writing side: ``depatch + mask write`` (``write_slide_mask``
 of 2-class scores derived from the slide's tokens; only the write is timed), ``segment-slide`` (the whole
 :func:`monai_shf.inference.segment_slide`: forest, tokens, a small SHF ViT (hidden 128, 2 layers, 4
-heads, fused attention, random weights: the time does not depend on them), softmax and the pyramidal
-mask write; its notes give each stage's time). Add a row: write ``def row_x(ctx) -> dict`` and append it.
+heads, fused attention, random weights, seed 0), softmax and the pyramidal mask write; its notes give
+each stage's time) and ``mask write by prediction`` (the mask write's cost depends on the prediction: a
+random ViT's, the writer's worst case, against a region-like one). Add a row: write ``def row_x(ctx) -> dict`` and append it.
 
 Usage::
 
@@ -327,6 +328,57 @@ def row_segment_slide(ctx: Context) -> dict[str, Any]:
     }
 
 
+def row_mask_by_prediction(ctx: Context) -> dict[str, Any]:
+    """``write_slide_mask`` of one forest with three predictions: the random small ViT of the
+    ``segment-slide`` row (a class change in almost every leaf: the writer's worst case), its argmax as
+    labels, and a region-like stand-in for a trained model (softmax of each token's brightness: glass,
+    tissue, dark tissue). The row's time is the region-like one."""
+    import torch
+
+    from monai_shf.networks import SHFViT
+    from monai_shf.slide import build_slide_forest, open_slide, serialize_slide, write_slide_mask
+
+    out = ctx.path.with_name(f"{ctx.path.stem}_probe_mask.tif")
+    notes, region_like = [], None
+    with open_slide(ctx.path) as slide:
+        forest = build_slide_forest(slide, ctx.length, max_side=ctx.max_side)
+        tokens = serialize_slide(slide, forest, ctx.patch) / 255.0
+        torch.manual_seed(0)
+        net = SHFViT(
+            3,
+            3,
+            ctx.patch,
+            ctx.length,
+            hidden_size=128,
+            mlp_dim=256,
+            num_layers=2,
+            num_heads=4,
+            use_flash_attention=True,
+        )
+        with torch.inference_mode():
+            logits = net.eval()(
+                torch.from_numpy(tokens)[None],
+                torch.from_numpy(forest.geom())[None],
+                torch.from_numpy(forest.token_mask())[None],
+            )
+        random_probs = torch.softmax(logits[0], 0).numpy()
+        gray = tokens.mean(0)
+        scores = np.stack([gray - 0.85, 0.85 - np.abs(gray - 0.7), 0.55 - gray]).astype(np.float32) * 20
+        predictions = [
+            ("random ViT", random_probs),
+            ("its argmax labels", random_probs.argmax(0)[None].astype(np.uint8)),
+            ("region-like", torch.softmax(torch.from_numpy(scores), 0).numpy()),
+        ]
+        for name, pred in predictions:
+            t, c = time.perf_counter(), time.process_time()
+            write_slide_mask(out, forest, pred, like=slide)
+            wall, cpu = time.perf_counter() - t, time.process_time() - c
+            notes.append(f"{name}: {wall:.1f} s wall, {cpu:.1f} s CPU, {out.stat().st_size / 2**20:.1f} MiB")
+            region_like = (wall, cpu)
+            out.unlink()
+    return {"time_s": region_like[0], "cpu_s": region_like[1], "note": "; ".join(notes)}
+
+
 ROWS: list[tuple[str, Callable[[Context], dict[str, Any]]]] = [
     ("open + forest", row_forest),
     ("forest + tokens", row_forest_tokens),
@@ -334,6 +386,7 @@ ROWS: list[tuple[str, Callable[[Context], dict[str, Any]]]] = [
     ("MONAI WSIReader(tifffile) regions", row_monai_wsireader),
     ("depatch + mask write", row_mask_write),
     ("segment-slide", row_segment_slide),
+    ("mask write by prediction", row_mask_by_prediction),
 ]
 
 
