@@ -264,6 +264,8 @@ def segment_slide(
         "thresholds": tuple(_setting(parser, "thresholds", DEFAULT_SETTINGS["thresholds"])),
         "channel_reduction": _setting(parser, "edge_channel_reduction", DEFAULT_SETTINGS["edge_channel_reduction"]),
     }
+    if "criterion" in parser:  # else build_forest's default, as SlidePatchd's
+        forest_options["criterion"] = parser.get_parsed_content("criterion")
     network = load_network(parser, weights, torch.device(device))
     in_channels = getattr(network, "in_channels", None)
     seconds: dict[str, float] = {"setup": time.perf_counter() - start}
@@ -281,7 +283,8 @@ def segment_slide(
             )
         t, c = time.perf_counter(), time.process_time()
         bar.set_postfix_str("forest")
-        forest = build_slide_forest(source, length_, **forest_options)
+        # patch_size: the split criterion's cap in level-0 pixels, as SlidePatchd passes it
+        forest = build_slide_forest(source, length_, patch_size=patch, **forest_options)
         seconds["forest"], cpu_seconds["forest"] = time.perf_counter() - t, time.process_time() - c
         bar.update()
 

@@ -111,7 +111,7 @@ def test_checkpoint_weights_are_used(slide_path, bundle, tmp_path):
     result = segment_slide(slide_path, out, bundle=bundle, checkpoint=tmp_path / "other.pt", probabilities=True)
     assert result["leaves"] <= LENGTH and set(result["seconds"]) == set(SEGMENT_STAGES)
     with open_slide(slide_path) as source:
-        forest = build_slide_forest(source, LENGTH, max_side=512)
+        forest = build_slide_forest(source, LENGTH, max_side=512, patch_size=PATCH)
         tokens = np.clip(serialize_slide(source, forest, PATCH) / 255.0, 0, 1).astype(np.float32)
         with torch.inference_mode():
             logits = other(
