@@ -170,13 +170,15 @@ class _Encoder:
     def _constant(self, value: np.ndarray) -> bytes:
         key = value.tobytes()
         cached = self.cache.get(key)
-        if cached is None:
-            # (edge tiles of a constant value are padded with the same value: same bytes, still valid)
-            full = np.empty((self.tile, self.tile, self.channels), self.dtype)
-            full[...] = value
-            cached = self._encode(full)
-            with self.lock:
-                self.cache[key] = cached
+        if cached is not None:
+            return cached
+        with self.lock:  # checked again under the lock: two threads meeting a new value encode it once
+            cached = self.cache.get(key)
+            if cached is None:
+                # (edge tiles of a constant value are padded with the same value: same bytes, still valid)
+                full = np.empty((self.tile, self.tile, self.channels), self.dtype)
+                full[...] = value
+                cached = self.cache[key] = self._encode(full)
         return cached
 
 
