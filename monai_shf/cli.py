@@ -19,7 +19,6 @@ network and checkpoint) into a pyramidal mask, never loading the slide whole
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -31,17 +30,10 @@ __all__ = ["main", "find_nuclei2d", "patching_demo", "training_demo", "demo_figu
 
 
 def find_nuclei2d() -> Path | None:
-    """The nuclei2d folder: ``$MONAI_SHF_DATA/nuclei2d``, else ``shared/data/nuclei2d`` beside the
-    repository or the current directory."""
-    candidates = []
-    if os.environ.get("MONAI_SHF_DATA"):
-        candidates.append(Path(os.environ["MONAI_SHF_DATA"]) / "nuclei2d")
-    repo = Path(__file__).resolve().parents[1]
-    candidates += [repo.parent / "shared" / "data" / "nuclei2d", Path.cwd().parent / "shared" / "data" / "nuclei2d"]
-    for c in candidates:
-        if (c / "img2d.tif").exists() and (c / "mask2d.tif").exists():
-            return c
-    return None
+    """The nuclei2d folder (see :func:`monai_shf.utils.find_real_data`)."""
+    from monai_shf.utils import find_real_data
+
+    return find_real_data("nuclei2d", ("img2d.tif", "mask2d.tif"))
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from monai_shf.slide import build_slide_forest, open_slide, serialize_slide, write_slide_mask
-from monai_shf.validation import check_choice, check_int
+from monai_shf.validation import check_choice, check_int, check_output_path
 
 __all__ = [
     "DEFAULT_BUNDLE",
@@ -236,13 +236,7 @@ def segment_slide(
         raise TypeError(f"slide must be a slide file path, got {type(slide).__name__}.")
     if not Path(slide).is_file():
         raise ValueError(f"slide file not found: {os.fspath(slide)}")
-    if not isinstance(out, (str, os.PathLike)):
-        raise TypeError(f"out must be a mask file path, got {type(out).__name__}.")
-    out = Path(out)
-    if not out.parent.is_dir():
-        raise ValueError(f"output folder {str(out.parent)!r} of {str(out)!r} does not exist.")
-    if out.is_dir():
-        raise ValueError(f"out {str(out)!r} is a folder, expected a mask file name.")
+    out = check_output_path(out, "out")
     if out.exists() and out.resolve() == Path(slide).resolve():
         raise ValueError(f"out {str(out)!r} is the slide itself; choose another mask path.")
     bundle_path = find_bundle(bundle)

@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "find_real_data"]
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
@@ -32,3 +32,18 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def find_real_data(name: str, files: tuple[str, ...]) -> Path | None:
+    """The real-data folder ``name`` (e.g. ``"nuclei2d"``) holding every one of ``files``:
+    ``$MONAI_SHF_DATA/<name>``, else ``shared/data/<name>`` beside the repository or beside the current
+    directory; None when absent (callers fall back to generated data or skip)."""
+    candidates = []
+    if os.environ.get("MONAI_SHF_DATA"):
+        candidates.append(Path(os.environ["MONAI_SHF_DATA"]) / name)
+    repo = Path(__file__).resolve().parents[1]
+    candidates += [repo.parent / "shared" / "data" / name, Path.cwd().parent / "shared" / "data" / name]
+    for folder in candidates:
+        if all((folder / f).is_file() for f in files):
+            return folder
+    return None

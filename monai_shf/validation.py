@@ -8,12 +8,23 @@ expected form, so that bad input never surfaces as an obscure numpy/torch error 
 from __future__ import annotations
 
 import numbers
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["check_int", "check_bool", "check_choice", "check_array", "check_finite", "is_tensor", "to_numpy"]
+__all__ = [
+    "check_output_path",
+    "check_int",
+    "check_bool",
+    "check_choice",
+    "check_array",
+    "check_finite",
+    "is_tensor",
+    "to_numpy",
+]
 
 
 def check_int(value: Any, name: str, minimum: int | None = None) -> int:
@@ -103,3 +114,16 @@ def check_finite(x: Any, name: str) -> None:
             raise ValueError(f"{name} contains NaN or infinite values.")
     elif x.is_floating_point() and not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or infinite values.")
+
+
+def check_output_path(path: Any, name: str = "path") -> Path:
+    """``path`` as a :class:`pathlib.Path` to a file that may be written: its folder must exist and it must
+    not be a folder itself (``ValueError``/``TypeError`` naming ``name`` otherwise)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a file path (str or os.PathLike), got {type(path).__name__}.")
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ValueError(f"output folder {str(path.parent)!r} of {str(path)!r} does not exist.")
+    if path.is_dir():
+        raise ValueError(f"{name} {str(path)!r} is a folder, expected a file name.")
+    return path

@@ -26,7 +26,6 @@ fields evaluated at that level's resolution.
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,9 +34,10 @@ from typing import Any
 import cv2 as cv
 import numpy as np
 
-from monai_shf.validation import check_int
+from monai_shf.utils import find_real_data
+from monai_shf.validation import check_int, check_output_path
 
-from .writer import _check_output_path, pyramid_shapes, write_pyramid
+from .writer import pyramid_shapes, write_pyramid
 
 __all__ = ["make_slide", "find_ihc2d", "tissue_texture", "SLIDE_CLASSES"]
 
@@ -51,17 +51,9 @@ _COARSE = 16  # low-frequency fields are evaluated every 16 pixels and interpola
 
 
 def find_ihc2d() -> Path | None:
-    """``ihc.png`` of the real-data folder: ``$MONAI_SHF_DATA/ihc2d``, else ``shared/data/ihc2d``
-    beside the repository or the current directory; None when absent."""
-    candidates = []
-    if os.environ.get("MONAI_SHF_DATA"):
-        candidates.append(Path(os.environ["MONAI_SHF_DATA"]) / "ihc2d")
-    repo = Path(__file__).resolve().parents[2]
-    candidates += [repo.parent / "shared" / "data" / "ihc2d", Path.cwd().parent / "shared" / "data" / "ihc2d"]
-    for c in candidates:
-        if (c / "ihc.png").is_file():
-            return c / "ihc.png"
-    return None
+    """``ihc.png`` of the real-data folder (see :func:`monai_shf.utils.find_real_data`); None when absent."""
+    folder = find_real_data("ihc2d", ("ihc.png",))
+    return None if folder is None else folder / "ihc.png"
 
 
 def _label_from_stains(rgb: np.ndarray) -> np.ndarray:
@@ -285,9 +277,9 @@ def make_slide(
         label_out = None
     elif label_out is True or not isinstance(label_out, (str, Path)):
         raise TypeError(f"label_out must be a path, None or False, got {label_out!r}.")
-    _check_output_path(out)
+    check_output_path(out, "out")
     if label_out is not None:
-        _check_output_path(label_out)
+        check_output_path(label_out, "label_out")
     levels = len(pyramid_shapes(shape, tile))
     renderer = _SlideRenderer(shape, seed, tile, levels)
     description = f"monai_shf generated slide: seed={seed}, {renderer.source}"

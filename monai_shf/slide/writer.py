@@ -34,7 +34,7 @@ from threadpoolctl import threadpool_limits
 
 from monai_shf.forest import Forest
 from monai_shf.utils import atomic_write
-from monai_shf.validation import check_array, check_choice, check_finite, check_int, to_numpy
+from monai_shf.validation import check_array, check_choice, check_finite, check_int, check_output_path, to_numpy
 
 __all__ = ["write_pyramid", "write_slide_mask", "pyramid_shapes", "level_sample_index", "COMPRESSIONS"]
 
@@ -79,17 +79,6 @@ def _level_count_below(values: np.ndarray, level: int, size0: int, size_k: int) 
     f = 1 << level
     counts = np.clip((values - f // 2 + f - 1) // f, 0, size_k)
     return np.where(values >= size0, size_k, counts)
-
-
-def _check_output_path(path: Any) -> Path:
-    if not isinstance(path, (str, Path)):
-        raise TypeError(f"path must be a str or pathlib.Path, got {type(path).__name__}.")
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise ValueError(f"output folder {str(path.parent)!r} of {str(path)!r} does not exist.")
-    if path.is_dir():
-        raise ValueError(f"output path {str(path)!r} is a folder, expected a file name.")
-    return path
 
 
 def _normalise_mpp(mpp: Any) -> tuple[float, float] | None:
@@ -284,7 +273,7 @@ def write_pyramid(
     """
     import tifffile
 
-    path = _check_output_path(path)
+    path = check_output_path(path, "path")
     if not callable(render):
         raise TypeError(f"render must be a callable render(level, y0, x0, h, w), got {type(render).__name__}.")
     if len(tuple(shape)) != 2:
@@ -557,7 +546,7 @@ def write_slide_mask(
     Memory: ``pred`` itself, a per-level leaf/tile index (``O(L + tiles)`` integers) and a few bands
     of encoded tiles: about 0.01 byte per slide pixel at most for the index, nothing per pixel else.
     """
-    path = _check_output_path(path)
+    path = check_output_path(path, "path")
     if not isinstance(forest, Forest):
         raise TypeError(f"forest must be a monai_shf.forest.Forest, got {type(forest).__name__}.")
     if forest.spatial_dims != 2:
