@@ -7,7 +7,7 @@ The library path of DESIGN.md §7, never the whole slide in memory::
 
 The network and the SHF parameters come from a bundle's ``configs/inference.yaml`` (``network_def``,
 ``length``, ``patch_size``, ``min_size``, ``max_side``, ``kernel_size``, ``thresholds``,
-``edge_channel_reduction``, ``intensity_range``), read with ``monai.bundle.ConfigParser``; by default the
+``edge_channel_reduction``, ``edge_kind``, ``intensity_range``), read with ``monai.bundle.ConfigParser``; by default the
 repository's ``bundles/shf_wsi_segmentation``, else :data:`DEFAULT_SETTINGS` (the same values). Weights
 come from a checkpoint (``--checkpoint``, else the bundle's ``models/best.pt`` or ``models/latest.pt``);
 ``untrained=True`` runs random weights (timing and smoke tests only).
@@ -63,6 +63,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "kernel_size": 3,
     "thresholds": [50, 100],
     "edge_channel_reduction": "max",
+    "edge_kind": "soft",
     "intensity_range": [0, 255],
     "network_def": {
         "_target_": "monai_shf.networks.SHFViT",
@@ -257,6 +258,7 @@ def segment_slide(
         "kernel_size": _setting(parser, "kernel_size", DEFAULT_SETTINGS["kernel_size"]),
         "thresholds": tuple(_setting(parser, "thresholds", DEFAULT_SETTINGS["thresholds"])),
         "channel_reduction": _setting(parser, "edge_channel_reduction", DEFAULT_SETTINGS["edge_channel_reduction"]),
+        "edge_kind": _setting(parser, "edge_kind", DEFAULT_SETTINGS["edge_kind"]),
     }
     if "criterion" in parser:  # else build_forest's default, as SlidePatchd's
         forest_options["criterion"] = parser.get_parsed_content("criterion")

@@ -14,7 +14,7 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd
 
 import monai_shf.transforms.functional as functional
-from monai_shf.forest import build_forest, deserialize, edge_map, serialize
+from monai_shf.forest import build_forest, deserialize, edge_map, serialize, soft_edge_map
 from monai_shf.networks import SHFViT
 from monai_shf.transforms import Depatch, Depatchd, EdgeMap, HierarchicalPatch, HierarchicalPatchd
 
@@ -66,8 +66,8 @@ def test_edges_reach_the_build_as_host_numpy(device, monkeypatch):
 
     monkeypatch.setattr(functional, "build_forest", spy)
     forest = HierarchicalPatch(LENGTH, PATCH).build(_on(device, _image()))
-    assert len(seen) == 1 and isinstance(seen[0], np.ndarray) and seen[0].dtype == bool
-    assert forest == build_forest(edge_map(_image()), LENGTH)
+    assert len(seen) == 1 and isinstance(seen[0], np.ndarray) and seen[0].dtype == np.uint8
+    assert forest == build_forest(soft_edge_map(_image()), LENGTH, patch_size=PATCH)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -108,7 +108,7 @@ def test_dictionary_patch_depatchd_and_invertd_stay_on_the_device(device):
     pred = sample["label"].clone().float()  # a "prediction" that carries the patch record
     inverted = Invertd("pred", transform=pre, orig_keys="label", nearest_interp=True)({**sample, "pred": pred})
     assert _same_device(inverted["pred"], device) and inverted["pred"].shape == (1, 64, 64)
-    forest = build_forest(edge_map(image), LENGTH)
+    forest = build_forest(soft_edge_map(image), LENGTH, patch_size=PATCH)
     expected = deserialize(serialize(label, forest, PATCH, mode="nearest"), forest, "nearest")
     np.testing.assert_array_equal(inverted["pred"].cpu().numpy(), expected.astype(np.float32))
     depatched = Depatchd("image", ref_key="image")(dict(sample))

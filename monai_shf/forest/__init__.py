@@ -1,6 +1,16 @@
 """Pure geometry of SHF patching (numpy/torch/OpenCV/ITK, never MONAI)."""
 
-from .edges import CHANNEL_REDUCTIONS, EDGE_METHODS, canny_bands, check_edge_args, edge_map, to_uint8
+from .edges import (
+    CHANNEL_REDUCTIONS,
+    EDGE_KINDS,
+    EDGE_METHODS,
+    canny_bands,
+    check_edge_args,
+    edge_map,
+    soft_edge_bands,
+    soft_edge_map,
+    to_uint8,
+)
 from .resample import DESERIALIZE_MODES, SERIALIZE_MODES, deserialize, label_dtype, serialize
 from .tree import FILL_MODES, SPLIT_CRITERIA, Forest, build_forest, check_fill
 
@@ -11,6 +21,8 @@ __all__ = [
     "deserialize",
     "label_dtype",
     "edge_map",
+    "soft_edge_map",
+    "soft_edge_bands",
     "canny_bands",
     "to_uint8",
     "check_edge_args",
@@ -20,5 +32,6 @@ __all__ = [
     "SERIALIZE_MODES",
     "DESERIALIZE_MODES",
     "EDGE_METHODS",
+    "EDGE_KINDS",
     "CHANNEL_REDUCTIONS",
 ]

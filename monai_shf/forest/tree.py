@@ -478,8 +478,9 @@ def build_forest(
 
     Args:
         score: spatial ``(H, W)`` or ``(H, W, D)`` non-negative array or tensor, typically the
-            :func:`~monai_shf.forest.edge_map` of the image (bool/uint8 edges: a node's score is its
-            edge-pixel count). Not modified.
+            :func:`~monai_shf.forest.soft_edge_map` of the image (uint8, 255 per full edge pixel: the
+            transforms' default) or its :func:`~monai_shf.forest.edge_map` (bool Canny edges, the
+            paper's: a node's score is its edge-pixel count). Not modified.
         length: the token budget ``L >= 1``.
         min_size: smallest leaf side in pixels (``>= 1``); must not exceed every side of the image.
         fill: what to do with budget left when no leaf with a positive priority can be split:

@@ -3,7 +3,8 @@
 The edge map is computed on a *grid*: one pyramid level (the finest whose longer side is at most
 ``max_side``, or ``forest_level``), or, when no level is that small, the coarsest level reduced by the
 integer factor ``f = ceil(longer side / max_side)`` (OpenCV ``INTER_AREA`` block means, band by band).
-The grid's edges are computed band by band (:func:`monai_shf.forest.edges.canny_bands`), then
+The grid's edges are computed band by band (:func:`monai_shf.forest.soft_edge_bands`, default, or
+:func:`monai_shf.forest.canny_bands`), then
 :func:`~monai_shf.forest.build_forest` builds the forest on the grid with every option it has (exact
 ``L``, Z-order, tie-break, ``fill``, ...). Grid boundaries ``g`` map to level-0 boundaries
 ``floor(g * s + 0.5)`` (``s``: level-0 pixels per grid pixel along the axis, see
@@ -18,7 +19,7 @@ pixels) whatever ``min_size`` says: the edge map has no finer information.
 
 Memory: one band of the grid image (``band_rows x grid width x C`` bytes, plus the source rows of one
 band when a factor ``f`` is applied, read in chunks of at most ``_SOURCE_CHUNK_BYTES``) and the grid's
-bool edge map (1 byte per grid pixel), plus the slide's tile cache; never the slide's area.
+uint8 soft (or bool Canny) edge map (1 byte per grid pixel), plus the slide's tile cache; never the slide's area.
 """
 
 from __future__ import annotations
@@ -31,9 +32,8 @@ from typing import Any
 import cv2 as cv
 import numpy as np
 
-from monai_shf.forest import Forest, build_forest, check_edge_args, to_uint8
-from monai_shf.forest.edges import canny_bands
-from monai_shf.validation import check_int
+from monai_shf.forest import EDGE_KINDS, Forest, build_forest, canny_bands, check_edge_args, soft_edge_bands, to_uint8
+from monai_shf.validation import check_choice, check_int
 
 from .reader import Slide, open_slide
 
@@ -116,6 +116,7 @@ def slide_edge_map(
     thresholds: Sequence[float] = (50, 100),
     channel_reduction: str = "max",
     band_rows: int = 1024,
+    kind: str = "soft",
 ) -> tuple[np.ndarray, tuple[float, float]]:
     """Edge map of a slide on its forest grid.
 
@@ -124,9 +125,11 @@ def slide_edge_map(
         max_side, forest_level: choose the grid (module docstring).
         kernel_size, thresholds, channel_reduction: as :func:`~monai_shf.forest.edge_map`.
         band_rows: grid rows per band.
+        kind: ``"soft"`` (default, :func:`~monai_shf.forest.soft_edge_bands`: uint8) or ``"canny"``
+            (:func:`~monai_shf.forest.canny_bands`: bool).
 
     Returns:
-        ``(edges, (sy, sx))``: ``(h, w)`` bool edge map of the grid and the level-0 pixels per grid
+        ``(edges, (sy, sx))``: ``(h, w)`` uint8 (soft) or bool (Canny) edge map of the grid and the level-0 pixels per grid
         pixel along each axis.
     """
     owned = not isinstance(slide, Slide)
@@ -134,6 +137,7 @@ def slide_edge_map(
     try:
         check_edge_args(kernel_size, thresholds)
         band_rows = check_int(band_rows, "band_rows", 1)
+        kind = check_choice(kind, "kind", EDGE_KINDS)
         level, factor = forest_grid(slide, max_side, forest_level)
         h, w = slide.level_shapes[level]
         grid = (max(1, h // factor), max(1, w // factor))
@@ -141,7 +145,7 @@ def slide_edge_map(
             factor = 1  # a sliver of a level thinner than the factor: use the level as it is
             grid = (h, w)
         read_rows = _uint8_rows(_row_reader(slide, level, factor, grid), grid[0], np.dtype(slide.dtype), band_rows)
-        edges = canny_bands(
+        edges = (canny_bands if kind == "canny" else soft_edge_bands)(
             read_rows,
             grid,
             kernel_size=kernel_size,
@@ -175,6 +179,7 @@ def build_slide_forest(
     fill: str = "uniform",
     channel_reduction: str = "max",
     band_rows: int = 1024,
+    edge_kind: str = "soft",
     **forest_kwargs: Any,
 ) -> Forest:
     """Build the SHF forest of a whole slide in level-0 pixel coordinates.
@@ -190,6 +195,7 @@ def build_slide_forest(
         fill: ``"uniform"`` or ``"pad"`` (``"area"``: deprecated name of ``"uniform"``), as
             :func:`~monai_shf.forest.build_forest`.
         band_rows: grid rows per edge band (memory).
+        edge_kind: ``"soft"`` (default) or ``"canny"``, see :func:`slide_edge_map`.
         **forest_kwargs: any further option of :func:`~monai_shf.forest.build_forest` (``criterion``,
             ``patch_size`` in level-0 pixels, ...).
 
@@ -204,7 +210,7 @@ def build_slide_forest(
         if min_size > max(slide.shape):
             raise ValueError(f"min_size ({min_size}) is larger than every side of {slide.path}, shaped {slide.shape}.")
         edges, (sy, sx) = slide_edge_map(
-            slide, max_side, forest_level, kernel_size, thresholds, channel_reduction, band_rows
+            slide, max_side, forest_level, kernel_size, thresholds, channel_reduction, band_rows, edge_kind
         )
         grid_min = min(max(1, math.ceil(min_size / min(sy, sx))), max(edges.shape))
         if forest_kwargs.get("patch_size") is not None:

@@ -17,6 +17,7 @@ from monai.utils import TraceKeys, TransformBackends, convert_to_tensor
 from monai_shf.forest import (
     CHANNEL_REDUCTIONS,
     DESERIALIZE_MODES,
+    EDGE_KINDS,
     EDGE_METHODS,
     SERIALIZE_MODES,
     SPLIT_CRITERIA,
@@ -24,6 +25,7 @@ from monai_shf.forest import (
     check_edge_args,
     check_fill,
     edge_map,
+    soft_edge_map,
 )
 from monai_shf.validation import check_choice, check_int
 
@@ -39,13 +41,17 @@ def default_inverse_mode(mode: str) -> str:
 
 
 class EdgeMap(Transform):
-    """Gaussian blur + Canny edges of a channel-first image: ``(C, *spatial) -> (1, *spatial)`` bool.
+    """Edge map of a channel-first image: ``(C, *spatial) -> (1, *spatial)``, the forest's score map.
 
     Args:
         kernel_size: odd Gaussian kernel side (1 = no blur); default 3.
-        thresholds: Canny ``(low, high)`` on the 8-bit scale; default ``(50, 100)``.
-        channel_reduction: ``"max"`` (OpenCV multi-channel Canny) or ``"mean"``.
-        method: 3D operator, ``"itk"`` (N-D Canny) or ``"slicewise"``.
+        thresholds: Canny ``(low, high)`` on the 8-bit scale; default ``(50, 100)``. Soft edges
+            saturate at ``low / 8`` grey levels per pixel.
+        channel_reduction: ``"max"`` (the channel with the largest gradient) or ``"mean"``.
+        method: 3D Canny operator, ``"itk"`` (N-D Canny) or ``"slicewise"`` (``kind="canny"`` only).
+        kind: ``"soft"`` (default): uint8 soft edges, 255 = one full edge pixel
+            (:func:`monai_shf.forest.soft_edge_map`); ``"canny"``: the paper's bool Canny edges
+            (:func:`monai_shf.forest.edge_map`).
 
     See :func:`monai_shf.forest.edge_map` for the normalisation of any dtype and range.
     """
@@ -58,14 +64,19 @@ class EdgeMap(Transform):
         thresholds: Sequence[float] = (50, 100),
         channel_reduction: str = "max",
         method: str = "itk",
+        kind: str = "soft",
     ) -> None:
         check_edge_args(kernel_size, thresholds)
         self.kernel_size, self.thresholds = int(kernel_size), tuple(float(t) for t in thresholds)
         self.channel_reduction = check_choice(channel_reduction, "channel_reduction", CHANNEL_REDUCTIONS)
         self.method = check_choice(method, "method", EDGE_METHODS)
+        self.kind = check_choice(kind, "kind", EDGE_KINDS)
 
     def __call__(self, img: Any) -> Any:
-        edges = edge_map(img, self.kernel_size, self.thresholds, self.channel_reduction, self.method)
+        if self.kind == "soft":
+            edges = soft_edge_map(img, self.kernel_size, self.thresholds, self.channel_reduction)
+        else:
+            edges = edge_map(img, self.kernel_size, self.thresholds, self.channel_reduction, self.method)
         out = edges[None]
         if isinstance(img, MetaTensor):
             return MetaTensor(convert_to_tensor(out, track_meta=False)).copy_meta_from(img, copy_attr=False)
@@ -88,6 +99,7 @@ class HierarchicalPatch(InvertibleTransform):
         num_classes: ``K`` for ``mode="fraction"`` (required there).
         padding_value: value of padding tokens (e.g. a loss ``ignore_index`` for hard labels).
         kernel_size, thresholds, channel_reduction, edge_method: the edge map (see :class:`EdgeMap`).
+        edge_kind: ``"soft"`` (default) or ``"canny"`` (the paper's), :class:`EdgeMap`'s ``kind``.
         min_size, fill: forest build (see :func:`monai_shf.forest.build_forest`).
         criterion: split priority of the forest build, one of ``SPLIT_CRITERIA``: ``"error"``
             (default: expected depatching error at this ``patch_size``) or ``"edges"`` (the paper's
@@ -115,6 +127,7 @@ class HierarchicalPatch(InvertibleTransform):
         edge_method: str = "itk",
         criterion: str = "error",
         inverse_argmax: bool = False,
+        edge_kind: str = "soft",
     ) -> None:
         self.length = check_int(length, "length", 1)
         self.patch_size = check_int(patch_size, "patch_size", 1)
@@ -125,7 +138,7 @@ class HierarchicalPatch(InvertibleTransform):
         if self.mode == "fraction" and self.num_classes is None:
             raise ValueError("num_classes is required for mode='fraction' (K class channels in every sample).")
         self.padding_value = float(padding_value)
-        self.edges = EdgeMap(kernel_size, thresholds, channel_reduction, edge_method)
+        self.edges = EdgeMap(kernel_size, thresholds, channel_reduction, edge_method, edge_kind)
         self.fill = check_fill(fill)
         self.criterion = check_choice(criterion, "criterion", SPLIT_CRITERIA)
         self.inverse_argmax = _check_bool(inverse_argmax, "inverse_argmax")
@@ -147,6 +160,7 @@ class HierarchicalPatch(InvertibleTransform):
             score=score,
             criterion=self.criterion,
             patch_size=self.patch_size,
+            edge_kind=self.edges.kind,
         )
 
     def __call__(

@@ -42,7 +42,7 @@ __all__ = [
 
 
 class EdgeMapd(MapTransform):
-    """Dictionary :class:`~monai_shf.transforms.EdgeMap`: ``(C, *spatial) -> (1, *spatial)`` bool.
+    """Dictionary :class:`~monai_shf.transforms.EdgeMap`: ``(C, *spatial) -> (1, *spatial)`` uint8 (soft) or bool.
 
     Args:
         keys: images to take edges of.
@@ -61,9 +61,10 @@ class EdgeMapd(MapTransform):
         method: str = "itk",
         output_keys: KeysCollection | None = None,
         allow_missing_keys: bool = False,
+        kind: str = "soft",
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.edges = EdgeMap(kernel_size, thresholds, channel_reduction, method)
+        self.edges = EdgeMap(kernel_size, thresholds, channel_reduction, method, kind)
         self.output_keys = ensure_tuple(output_keys) if output_keys is not None else self.keys
         if len(self.output_keys) != len(self.keys):
             raise ValueError(f"output_keys must name one key per key, got {self.output_keys} for {self.keys}.")
@@ -96,6 +97,7 @@ class HierarchicalPatchd(MapTransform, InvertibleTransform):
         criterion: split priority, ``"error"`` (default) or ``"edges"`` (the paper's); see
             :class:`~monai_shf.transforms.HierarchicalPatch`.
         channel_reduction, edge_method: see :class:`~monai_shf.transforms.EdgeMap`.
+        edge_kind: ``"soft"`` (default) or ``"canny"`` (the paper's), :class:`~monai_shf.transforms.EdgeMap`'s ``kind``.
         score_key: optional key of a precomputed ``(1, *spatial)`` score/edge map (skips edges).
         geom_key, token_mask_key: names of the side keys written (``None`` to skip one).
         allow_missing_keys: don't raise for missing keys (``ref_key`` is always required).
@@ -128,6 +130,7 @@ class HierarchicalPatchd(MapTransform, InvertibleTransform):
         token_mask_key: str | None = "token_mask",
         allow_missing_keys: bool = False,
         inverse_argmax: Sequence[bool] | bool = False,
+        edge_kind: str = "soft",
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         n = len(self.keys)
@@ -148,6 +151,7 @@ class HierarchicalPatchd(MapTransform, InvertibleTransform):
             channel_reduction=channel_reduction,
             edge_method=edge_method,
             criterion=criterion,
+            edge_kind=edge_kind,
         )
         # fail at construction, not in the middle of an epoch
         for flag in self.inverse_argmax:

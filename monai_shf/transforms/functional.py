@@ -15,7 +15,7 @@ from monai.data import MetaTensor, get_track_meta
 from monai.transforms.inverse import TraceableTransform
 from monai.utils import TraceKeys, convert_to_tensor
 
-from monai_shf.forest import Forest, build_forest, deserialize, edge_map, serialize
+from monai_shf.forest import Forest, build_forest, deserialize, edge_map, serialize, soft_edge_map
 from monai_shf.validation import to_numpy
 
 __all__ = [
@@ -47,17 +47,23 @@ def edge_forest(
     score: Any = None,
     criterion: str = "error",
     patch_size: int | None = None,
+    edge_kind: str = "soft",
 ) -> Forest:
     """The forest of a ``(C, *spatial)`` image: its edge map (or the given ``score``) then the build.
 
     ``score`` may be ``(*spatial)`` or ``(1, *spatial)``; when given, no edges are computed.
-    ``criterion`` and ``patch_size`` choose the split priority (see :func:`~monai_shf.forest.build_forest`).
+    ``criterion`` and ``patch_size`` choose the split priority (see :func:`~monai_shf.forest.build_forest`);
+    ``edge_kind`` the edge map: ``"soft"`` (:func:`~monai_shf.forest.soft_edge_map`; ``edge_method`` unused)
+    or ``"canny"`` (:func:`~monai_shf.forest.edge_map`).
     """
     if score is None:
         # numpy edges straight into build_forest: a device tensor is copied to the host once for OpenCV,
         # and its edges are not sent back to the device only to be fetched again by the build
         host = to_numpy(image) if isinstance(image, torch.Tensor) else image
-        score = edge_map(host, kernel_size, thresholds, channel_reduction=channel_reduction, method=edge_method)
+        if edge_kind == "soft":
+            score = soft_edge_map(host, kernel_size, thresholds, channel_reduction=channel_reduction)
+        else:
+            score = edge_map(host, kernel_size, thresholds, channel_reduction=channel_reduction, method=edge_method)
     elif score.ndim == image.ndim:
         if score.shape[0] != 1:
             raise ValueError(f"a score map must have one channel, got shape {tuple(score.shape)}.")

@@ -92,6 +92,7 @@ class _SlideOptions:
                 channel_reduction=patcher.edges.channel_reduction,
                 criterion=patcher.criterion,
                 patch_size=patcher.patch_size,
+                edge_kind=patcher.edges.kind,
             )
 
     def patch(self, data: Mapping[Hashable, Any], forest: Forest) -> dict[Hashable, Any]:

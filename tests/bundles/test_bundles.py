@@ -342,7 +342,7 @@ def test_2d_bundle_patches_the_8bit_image_and_scales_the_tokens(tmp_path, monkey
     from monai.bundle import ConfigParser
     from PIL import Image
 
-    from monai_shf.forest import build_forest, edge_map, serialize
+    from monai_shf.forest import build_forest, serialize, soft_edge_map
     from monai_shf.transforms import forest_from_trace
 
     rng = np.random.default_rng(0)
@@ -366,7 +366,7 @@ def test_2d_bundle_patches_the_8bit_image_and_scales_the_tokens(tmp_path, monkey
     assert loaded["image"].dtype == torch.uint8 and loaded["label"].dtype == torch.uint8
     out = pre(dict(item))
     image = np.moveaxis(rgb, -1, 0).transpose(0, 2, 1)  # (C, W, H): MONAI's 2D axis order (as for PNG)
-    expected = build_forest(edge_map(image, 3, (50, 100)), 64, min_size=2)
+    expected = build_forest(soft_edge_map(image, 3, (50, 100)), 64, min_size=2, patch_size=8)
     forest, _ = forest_from_trace(out["image"])
     assert forest == expected, "the forest must come from the 8-bit image, not from a rescaled float copy"
     tokens = out["image"].as_tensor()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from slide_files import area_pyramid, texture, write_tiff_pyramid
 
-from monai_shf.forest import build_forest, edge_map
+from monai_shf.forest import build_forest, edge_map, soft_edge_map
 from monai_shf.slide import build_slide_forest, forest_grid, open_slide, slide_edge_map
 
 
@@ -23,7 +23,7 @@ def test_forest_of_a_level_in_level0_pixels(exact_slide):
     with open_slide(path) as slide:
         assert forest_grid(slide, max_side=256) == (2, 1)  # 128 x 256 is the finest level <= 256
         forest = build_slide_forest(slide, 100, max_side=256, min_size=8)
-    reference = build_forest(edge_map(levels[2].transpose(2, 0, 1)), 100, min_size=2)
+    reference = build_forest(soft_edge_map(levels[2].transpose(2, 0, 1)), 100, min_size=2)
     assert forest.spatial_shape == (512, 1024) and forest.length == 100
     np.testing.assert_array_equal(forest.starts, reference.starts * 4)  # same leaves, same Z-order
     np.testing.assert_array_equal(forest.sizes, reference.sizes * 4)
@@ -33,9 +33,16 @@ def test_forest_of_a_level_in_level0_pixels(exact_slide):
 def test_forest_level_and_forwarded_options(exact_slide):
     path, levels = exact_slide
     forest = build_slide_forest(path, 64, forest_level=3, fill="pad", thresholds=(20, 40))
-    reference = build_forest(edge_map(levels[3].transpose(2, 0, 1), thresholds=(20, 40)), 64, fill="pad")
+    reference = build_forest(soft_edge_map(levels[3].transpose(2, 0, 1), thresholds=(20, 40)), 64, fill="pad")
     np.testing.assert_array_equal(forest.starts, reference.starts * 8)
     assert forest.num_leaves == reference.num_leaves
+    # the paper's binary Canny edges on request
+    canny = build_slide_forest(path, 64, forest_level=3, fill="pad", thresholds=(20, 40), edge_kind="canny")
+    reference = build_forest(edge_map(levels[3].transpose(2, 0, 1), thresholds=(20, 40)), 64, fill="pad")
+    np.testing.assert_array_equal(canny.starts, reference.starts * 8)
+    assert canny != forest
+    with pytest.raises(ValueError, match="kind"):
+        build_slide_forest(path, 64, edge_kind="sobel")
     with pytest.raises(TypeError, match="unexpected keyword"):
         build_slide_forest(path, 64, no_such_option=1)
 
@@ -45,7 +52,7 @@ def test_patch_size_cap_is_in_level0_pixels(exact_slide):
     coarser, a token of 16 level-0 pixels is 4 grid pixels."""
     path, levels = exact_slide
     forest = build_slide_forest(path, 3000, max_side=256, criterion="error", patch_size=16)
-    grid = edge_map(levels[2].transpose(2, 0, 1))
+    grid = soft_edge_map(levels[2].transpose(2, 0, 1))
     reference = build_forest(grid, 3000, criterion="error", patch_size=4)
     np.testing.assert_array_equal(forest.starts, reference.starts * 4)
     np.testing.assert_array_equal(forest.sizes, reference.sizes * 4)
@@ -81,8 +88,11 @@ def test_banded_reduction_when_no_level_is_small_enough(tmp_path):
         edges, scale = slide_edge_map(slide, max_side=200, band_rows=32)
         forest = build_slide_forest(slide, 80, max_side=200, band_rows=32)
     small = cv.resize(image, (150, 200), interpolation=cv.INTER_AREA)
-    np.testing.assert_array_equal(edges, edge_map(small.transpose(2, 0, 1)))
-    assert scale == (3.0, 3.0)
+    np.testing.assert_array_equal(edges, soft_edge_map(small.transpose(2, 0, 1)))
+    assert edges.dtype == np.uint8 and scale == (3.0, 3.0)
+    with open_slide(path) as slide:
+        canny, _ = slide_edge_map(slide, max_side=200, band_rows=32, kind="canny")
+    np.testing.assert_array_equal(canny, edge_map(small.transpose(2, 0, 1)))
     reference = build_forest(edges, 80)
     np.testing.assert_array_equal(forest.starts, reference.starts * 3)
     _assert_tiles(forest, (600, 450))
@@ -92,7 +102,7 @@ def test_uint16_single_channel_slide(tmp_path):
     grey = texture(256, 256, channels=1).astype(np.uint16) * 200 + 1000
     path = write_tiff_pyramid(tmp_path / "grey.tif", area_pyramid(grey, 3), tile=64)
     forest = build_slide_forest(path, 40, max_side=128)
-    reference = build_forest(edge_map(area_pyramid(grey, 3)[1][None]), 40)
+    reference = build_forest(soft_edge_map(area_pyramid(grey, 3)[1][None]), 40)
     np.testing.assert_array_equal(forest.starts, reference.starts * 2)
 
 

@@ -10,7 +10,7 @@ import torch
 from monai.data import MetaTensor
 from monai.utils import TraceKeys
 
-from monai_shf.forest import build_forest, edge_map
+from monai_shf.forest import build_forest, edge_map, soft_edge_map
 from monai_shf.transforms import (
     Depatch,
     EdgeMap,
@@ -36,10 +36,15 @@ def test_edge_map_transform_keeps_metadata():
     affine = torch.diag(torch.tensor([2.0, 3.0, 1.0, 1.0]))
     img = MetaTensor(torch.from_numpy(_blobs())[None] * 200, affine=affine)
     out = EdgeMap(kernel_size=3, thresholds=(50, 100))(img)
-    assert isinstance(out, MetaTensor) and out.shape == (1, 96, 128) and out.dtype == torch.bool
+    assert isinstance(out, MetaTensor) and out.shape == (1, 96, 128) and out.dtype == torch.uint8
     assert torch.equal(out.affine, img.affine)
-    np.testing.assert_array_equal(out[0].numpy(), edge_map(img.numpy()))
+    np.testing.assert_array_equal(out[0].numpy(), soft_edge_map(img.numpy()))
+    canny = EdgeMap(kernel_size=3, thresholds=(50, 100), kind="canny")(img)
+    assert isinstance(canny, MetaTensor) and canny.dtype == torch.bool
+    np.testing.assert_array_equal(canny[0].numpy(), edge_map(img.numpy()))
     assert EdgeMap()(img.numpy()).shape == (1, 96, 128)
+    with pytest.raises(ValueError, match="kind"):
+        EdgeMap(kind="sobel")
 
 
 def test_patch_records_a_picklable_forest_and_inverts():
@@ -55,7 +60,9 @@ def test_patch_records_a_picklable_forest_and_inverts():
     back = patch.inverse(tokens)
     assert back.shape == (1, 96, 128) and not back.applied_operations
     forest = patch.build(img)
-    assert forest == build_forest(edge_map(img.numpy()), 100, min_size=2, patch_size=8)  # the token side caps splits
+    assert forest == build_forest(
+        soft_edge_map(img.numpy()), 100, min_size=2, patch_size=8
+    )  # the token side caps splits
 
 
 def test_label_modes_and_padding_value():
@@ -217,7 +224,7 @@ def test_resolve_depatch_mode_rule():
 def test_split_criterion_option(criterion):
     img = np.stack([_blobs(seed=s) for s in (1,)]) * 200
     patch = HierarchicalPatch(length=160, patch_size=4, criterion=criterion)
-    edges = edge_map(img, 3, (50, 100))
+    edges = soft_edge_map(img, 3, (50, 100))
     expected = build_forest(edges, 160, criterion=criterion, patch_size=4 if criterion == "error" else None)
     assert patch.build(img) == expected
     # the two criteria differ on this image: the option is not ignored

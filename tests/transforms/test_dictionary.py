@@ -363,10 +363,10 @@ def test_fill_area_is_a_deprecated_alias_of_uniform(nuclei2d):
 
 
 def test_split_criterion_through_the_dictionary_transforms(nuclei2d):
-    from monai_shf.forest import build_forest, edge_map
+    from monai_shf.forest import build_forest, edge_map, soft_edge_map
 
     sample = _nuclei_sample(nuclei2d)
-    edges = edge_map(sample["image"], 3, (50, 100))
+    edges = soft_edge_map(sample["image"], 3, (50, 100))
 
     def forest_of(out):
         return Forest.from_dict(out["label"].applied_operations[-1]["extra_info"]["forest"])
@@ -387,7 +387,12 @@ def test_split_criterion_through_the_dictionary_transforms(nuclei2d):
         assert forest_of(rand(sample)) == expected
     default = HierarchicalPatchd(["image", "label"], 256, 8, mode=("area", "nearest"))(sample)
     assert forest_of(default) == build_forest(edges, 256, criterion="error", patch_size=8)
-    assert forest_of(default) != build_forest(edges, 256, criterion="edges")
+    # the paper's configuration: binary Canny edges and the edge-count criterion
+    paper = HierarchicalPatchd(
+        ["image", "label"], 256, 8, mode=("area", "nearest"), criterion="edges", edge_kind="canny"
+    )
+    assert forest_of(paper(sample)) == build_forest(edge_map(sample["image"], 3, (50, 100)), 256, criterion="edges")
+    assert forest_of(paper(sample)) != forest_of(default)
     with pytest.raises(ValueError, match="criterion"):
         HierarchicalPatchd(["image"], 64, 8, criterion="entropy")
     with pytest.raises(ValueError, match="criterion"):
