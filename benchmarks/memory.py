@@ -49,6 +49,8 @@ CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "1310
 STEPS = {
     "edge_map_rgb": "edge_map (uint8 RGB)",
     "edge_map_grey16": "edge_map (uint16 grey)",
+    "soft_edge_map_rgb": "soft_edge_map (uint8 RGB)",
+    "soft_edge_map_grey16": "soft_edge_map (uint16 grey)",
     "build_forest": "build_forest (bool edges)",
     "serialize_rgb": "serialize (uint8 RGB, area)",
     "serialize_fraction": "serialize (uint8 label, fraction, K=3)",
@@ -137,6 +139,14 @@ def _prepare(step: str, side: int) -> Callable[[], Any] | None:
         grey = _grey(image)[None] * np.uint16(200)
         del image
         fn = lambda: edge_map(grey, 3, (50, 100))  # noqa: E731
+    elif step in ("soft_edge_map_rgb", "soft_edge_map_grey16"):
+        try:
+            from monai_shf.forest import soft_edge_map
+        except ImportError:
+            return None  # this version has no soft edges
+        if step == "soft_edge_map_grey16":
+            image = _grey(image)[None] * np.uint16(200)
+        fn = lambda: soft_edge_map(image, 3, (50, 100))  # noqa: E731
     elif step == "build_forest":
         edges = edge_map(image, 3, (50, 100))
         del image

@@ -41,6 +41,11 @@ from monai_shf.forest import (  # noqa: E402
     to_uint8,  # noqa: E402
 )
 
+try:  # absent before issue 8.5: the benchmark still runs against older checkouts
+    from monai_shf.forest import soft_edge_map  # noqa: E402
+except ImportError:
+    soft_edge_map = None
+
 MB = 1 << 20
 HAS_ARGMAX = "argmax" in inspect.signature(deserialize).parameters
 
@@ -112,6 +117,8 @@ def case_2d(
         (lambda: cv.Canny(cv.GaussianBlur(image_hwc, (kernel, kernel), 0), *thresholds)) if seed else None,
         mem=False,
     )
+    if soft_edge_map is not None:
+        row("soft edges (the default score map)", lambda: soft_edge_map(image, kernel, thresholds), mem=False)
     domain = edges.astype(np.uint8) * 255
     t_build, s_build = row(
         "build",
@@ -197,6 +204,8 @@ def case_3d(side: int, length: int, repeat: int, with_itk: bool) -> list[dict]:
 
     row("memcopy of the volume (float32)", lambda: vol.copy(), mem=False)
     row("edges slicewise (3 axes)", lambda: edge_map(vol, 3, (50, 100), method="slicewise"), mem=False)
+    if soft_edge_map is not None:
+        row("soft edges 3D (the default score map)", lambda: soft_edge_map(vol, 3, (50, 100)), mem=False)
     if with_itk:
         row("edges ITK N-D Canny", lambda: edge_map(vol, 3, (50, 100), method="itk"), rep=1, warmup=0, mem=False)
     row("build", lambda: build_forest(edges, length))
