@@ -95,6 +95,7 @@ class RunConfig:
     patch_size: int | None = None  # None: the bundle's
     length: int | None = None  # None: the full-resolution grid's token count / 4
     crop: int | None = None  # side of the baselines' training crops / sliding window; None: 128 (2D), 64 (3D)
+    weights_dir: str | None = None  # save each method's final state dict here (e.g. for `monai-shf figure`)
     # the bundle network with PyTorch's fused attention (same maths; memory linear in the token count)
     overrides: dict[str, Any] = field(default_factory=lambda: {"network_def#use_flash_attention": True})
 
@@ -499,6 +500,12 @@ def run_method(case: Case, method: str, cfg: RunConfig) -> dict:
             if can_reset:
                 _reset_peak()
     upper = model._val["upper"] if isinstance(model, TokenMethod) else model.upper
+    if cfg.weights_dir is not None:
+        from monai_shf.utils import atomic_write
+
+        Path(cfg.weights_dir).mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+        atomic_write(Path(cfg.weights_dir) / f"{case.name}_{method}.pt", lambda tmp: torch.save(state, tmp))
     return {
         "method": method,
         "input": model.describe,
@@ -635,6 +642,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patch-size", type=int, default=None, help="token side p (default: the bundle's)")
     parser.add_argument("--quick", action="store_true", help="small ViT, 20 CPU s per method, 3 evaluations")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/accuracy"))
+    parser.add_argument(
+        "--save-weights",
+        action="store_true",
+        help="save each method's final state dict as <output-dir>/weights/<dataset>_<method>.pt",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if (args.image is None) != (args.label is None):
@@ -653,6 +665,7 @@ def main(argv: list[str] | None = None) -> int:
         learning_rate=args.lr,
         length=args.length,
         patch_size=args.patch_size,
+        weights_dir=str(args.output_dir / "weights") if args.save_weights else None,
     )
     if args.quick:
         cfg.budget = min(cfg.budget, 20.0)

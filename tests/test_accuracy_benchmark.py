@@ -74,10 +74,31 @@ def test_3d_pair_with_a_subset_of_methods(accuracy, tmp_path):
     out = tmp_path / "out3d"
     argv = ["--image", str(image), "--label", str(label), "--spatial-dims", "3", "--quick", "--budget", "0.01"]
     assert (
-        accuracy.main([*argv, "--evals", "1", "--methods", "shf", "grid_l", "--jobs", "0", "--output-dir", str(out)])
+        accuracy.main(
+            [
+                *argv,
+                "--evals",
+                "1",
+                "--methods",
+                "shf",
+                "grid_l",
+                "--jobs",
+                "0",
+                "--output-dir",
+                str(out),
+                "--save-weights",
+            ]
+        )
         == 0
     )
     results = json.loads((out / "results.json").read_text())["results"]["image.npy"]
+    # --save-weights: each method's final state dict, loadable as data
+    import torch
+
+    for method in ("shf", "grid_l"):
+        state = torch.load(out / "weights" / f"image.npy_{method}.pt", weights_only=True)
+        assert state and all(isinstance(v, torch.Tensor) for v in state.values())
+    assert not list((out / "weights").glob(".*"))  # no temporary left behind
     assert [r["method"] for r in results] == ["shf", "grid_l"]
     assert all(0.0 <= r["dice"] <= 1.0 for r in results)
 
