@@ -196,6 +196,18 @@ def _link_rows(above: np.ndarray, below: np.ndarray) -> np.ndarray:
     return np.unique(np.concatenate(pairs), axis=0)
 
 
+def _output_array(out: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """``out`` checked to be a numpy array of ``shape`` and ``dtype``, or a new empty one."""
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    if not isinstance(out, np.ndarray) or out.dtype != dtype or out.shape != tuple(shape):
+        raise ValueError(
+            f"out must be a {dtype.name} numpy array of shape {tuple(shape)}, got "
+            f"{getattr(out, 'dtype', type(out).__name__)} {tuple(getattr(out, 'shape', ()))}."
+        )
+    return out
+
+
 def canny_bands(
     read_rows: Callable[[int, int], np.ndarray],
     shape: Sequence[int],
@@ -244,13 +256,7 @@ def canny_bands(
     k, low, high = check_edge_args(kernel_size, thresholds)
     reduction = check_choice(channel_reduction, "channel_reduction", CHANNEL_REDUCTIONS)
     band = check_int(band_rows, "band_rows", 1)
-    if out is None:
-        out = np.empty((h, w), dtype=bool)
-    elif not isinstance(out, np.ndarray) or out.dtype != bool or out.shape != (h, w):
-        raise ValueError(
-            f"out must be a bool numpy array of shape {(h, w)}, got "
-            f"{getattr(out, 'dtype', type(out).__name__)} {tuple(getattr(out, 'shape', ()))}."
-        )
+    out = _output_array(out, (h, w), np.dtype(bool))
     if band >= h:  # one band: OpenCV's own hysteresis is the whole-image one
         rows = _checked_rows(read_rows, 0, h, w, None)
         np.greater(_canny_2d(_planes(rows, reduction), k, low, high), 0, out=out)
@@ -518,13 +524,7 @@ def soft_edge_bands(
     k, low, _ = check_edge_args(kernel_size, thresholds)
     reduction = check_choice(channel_reduction, "channel_reduction", CHANNEL_REDUCTIONS)
     band = check_int(band_rows, "band_rows", 1)
-    if out is None:
-        out = np.empty(shape, dtype=np.uint8)
-    elif not isinstance(out, np.ndarray) or out.dtype != np.uint8 or out.shape != shape:
-        raise ValueError(
-            f"out must be a uint8 numpy array of shape {shape}, got "
-            f"{getattr(out, 'dtype', type(out).__name__)} {tuple(getattr(out, 'shape', ()))}."
-        )
+    out = _output_array(out, shape, np.dtype(np.uint8))
     gain = np.float32(255.0 / max(low / _SOBEL_TO_GRADIENT, 1e-6))  # 255 * g / saturation
     halo = k // 2 + 1
     height = shape[0]
