@@ -44,7 +44,7 @@ def patching_demo(
     output_dir: Path, length: int, patch_size: int, kernel_size: int, thresholds: tuple[float, float]
 ) -> dict:
     from monai_shf.data import synthetic_tissue_2d
-    from monai_shf.forest import build_forest, deserialize, edge_map, serialize
+    from monai_shf.forest import build_forest, deserialize, serialize, soft_edge_map
     from monai_shf.visualize import forest_overlay, panels, save_png, to_rgb
 
     folder = find_nuclei2d()
@@ -59,7 +59,7 @@ def patching_demo(
         label = (label > 0).astype(np.uint8)
         source = "generated tissue image 1024x1024 (shared/data not found)"
     t0 = time.perf_counter()
-    edges = edge_map(image, kernel_size=kernel_size, thresholds=thresholds)
+    edges = soft_edge_map(image, kernel_size=kernel_size, thresholds=thresholds)  # the transforms' default
     t1 = time.perf_counter()
     forest = build_forest(edges, length, patch_size=patch_size)
     t2 = time.perf_counter()
