@@ -4,6 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # CPU build by default (found locally on our machines). GPU users: make TORCH_SPEC="torch==2.13.0" TORCH_INDEX="--index-url https://..."
 TORCH_SPEC ?= torch==2.13.0
+# the torchvision release of that torch, pinned with it: timm (a test dependency) needs torchvision, and
+# an unpinned one would upgrade torch (and pull CUDA wheels) to match the newest torchvision
+TORCHVISION_SPEC ?= torchvision==0.28.0
 TORCH_INDEX ?=
 PYTEST_ARGS ?= -n 2
 
@@ -13,7 +16,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned: an unpinned torch would make pip resolve several GB of CUDA wheels
-	$(BIN)/python -m pip install -q "$(TORCH_SPEC)" $(TORCH_INDEX)
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)" "$(TORCHVISION_SPEC)" $(TORCH_INDEX)
 	$(BIN)/python -m pip install -q -e ".[test]"
 	touch $@
 

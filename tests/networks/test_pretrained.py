@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 import logging
+import sys
+import types
 
 import pytest
 import torch
@@ -132,8 +134,35 @@ def test_timm_layout_gives_timms_function(layer_scale):
     assert ("blocks.1.attn.proj.weight" in report.reshaped) == layer_scale
 
 
-def test_timm_model_itself():
-    timm = pytest.importorskip("timm", reason="timm (it needs a torchvision build matching torch) is not installed")
+@pytest.fixture()
+def timm():
+    """timm (a test dependency), imported for one test and unloaded after it.
+
+    torchvision's wheels on PyPI are built against CUDA torch: with a CPU-only torch build its C ops
+    library does not load, and ``import torchvision`` then fails while registering fake kernels for
+    those ops (``torchvision/_meta_registrations.py``). timm needs torchvision's Python transforms,
+    never its C ops, so in that case the import goes ahead without the meta registrations. The
+    modules are removed again afterwards, so no other test sees this torchvision."""
+    before = set(sys.modules)
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        pytest.skip("torchvision (a dependency of timm) is not installed")
+    except RuntimeError as error:
+        if "does not exist" not in str(error):
+            raise
+        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+            del sys.modules[name]
+        sys.modules["torchvision._meta_registrations"] = types.ModuleType("torchvision._meta_registrations")
+    try:
+        yield pytest.importorskip("timm", reason="timm (a test dependency) is not installed")
+    finally:
+        for name in set(sys.modules) - before:
+            if name.split(".")[0] in ("torchvision", "timm"):
+                del sys.modules[name]
+
+
+def test_timm_model_itself(timm):
     model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0).eval()
     net = _net(hidden_size=192, mlp_dim=768, num_layers=12, num_heads=3, length=196)
     report = load_vit_weights(net, model.state_dict(), "timm")
