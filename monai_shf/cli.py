@@ -41,10 +41,16 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def patching_demo(
-    output_dir: Path, length: int, patch_size: int, kernel_size: int, thresholds: tuple[float, float]
+    output_dir: Path,
+    length: int,
+    patch_size: int,
+    kernel_size: int,
+    thresholds: tuple[float, float],
+    edge_kind: str = "soft",
+    criterion: str = "error",
 ) -> dict:
     from monai_shf.data import synthetic_tissue_2d
-    from monai_shf.forest import build_forest, deserialize, serialize, soft_edge_map
+    from monai_shf.forest import build_forest, deserialize, edge_map, serialize, soft_edge_map
     from monai_shf.visualize import forest_overlay, panels, save_png, to_rgb
 
     folder = find_nuclei2d()
@@ -59,9 +65,14 @@ def patching_demo(
         label = (label > 0).astype(np.uint8)
         source = "generated tissue image 1024x1024 (shared/data not found)"
     t0 = time.perf_counter()
-    edges = soft_edge_map(image, kernel_size=kernel_size, thresholds=thresholds)  # the transforms' default
+    from monai_shf.forest import EDGE_KINDS
+    from monai_shf.validation import check_choice
+
+    edge_kind = check_choice(edge_kind, "edge_kind", EDGE_KINDS)
+    # soft edges + the expected-error criterion: the transforms' defaults; canny + edges: the paper's
+    edges = (soft_edge_map if edge_kind == "soft" else edge_map)(image, kernel_size=kernel_size, thresholds=thresholds)
     t1 = time.perf_counter()
-    forest = build_forest(edges, length, patch_size=patch_size)
+    forest = build_forest(edges, length, criterion=criterion, patch_size=patch_size)
     t2 = time.perf_counter()
     tokens = serialize(image, forest, patch_size)
     soft = serialize(label, forest, patch_size, mode="fraction", num_classes=2)
@@ -470,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--patch-size", type=int, default=8)
     demo.add_argument("--kernel-size", type=int, default=3)
     demo.add_argument("--thresholds", type=float, nargs=2, default=(50.0, 100.0))
+    demo.add_argument("--edge-kind", choices=("soft", "canny"), default="soft", help="canny: the paper's edges")
+    demo.add_argument("--criterion", choices=("error", "edges"), default="error", help="edges: the paper's order")
     datalist = sub.add_parser("datalist", help="write a MONAI datalist JSON for a folder layout")
     datalist.add_argument("root", type=Path)
     datalist.add_argument(
@@ -545,7 +558,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"figure      {r['figure']}")
         print(f"prediction  {r['pred_path']}")
     elif args.command == "patch-demo":
-        r = patching_demo(args.output_dir, args.length, args.patch_size, args.kernel_size, tuple(args.thresholds))
+        r = patching_demo(
+            args.output_dir,
+            args.length,
+            args.patch_size,
+            args.kernel_size,
+            tuple(args.thresholds),
+            args.edge_kind,
+            args.criterion,
+        )
         print(f"data        {r['source']}")
         print(
             f"tokens      {r['token_shape']}  (L={r['length']}, {r['leaves']} leaves, {r['padding']} padding, leaf sides {r['leaf_sides']} px)"

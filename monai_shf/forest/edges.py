@@ -513,8 +513,10 @@ def soft_edge_bands(
             per pixel (or more) is one full edge pixel (``high`` is unused).
         channel_reduction: ``"max"`` (the channel with the largest gradient, per pixel) or ``"mean"``
             (the gradient of the rounded channel mean).
-        band_rows: rows (slices in 3D) per band, ``>= 1``. Peak extra memory: about
-            ``(band_rows + 2 * halo) * prod(shape[1:]) * 16`` bytes on top of ``out``.
+        band_rows: rows (slices in 3D) per band, ``>= 1``. Peak extra memory on top of ``out``: up to
+            three bands in flight (two computed, one read), each about
+            ``(band_rows + 2 * halo) * prod(shape[1:]) * (C + 16)`` bytes (the uint8 band, two float32
+            derivatives, the magnitude and the running channel maximum).
         out: optional preallocated uint8 array of ``shape`` to write into.
 
     Returns:
@@ -532,6 +534,7 @@ def soft_edge_bands(
     gain = np.float32(255.0 / max(low / _SOBEL_TO_GRADIENT, 1e-6))  # 255 * g / saturation
     halo = k // 2 + 1
     height = shape[0]
+    channels = None  # C of the first band: every band must have it
 
     def compute(rows: np.ndarray, start: int, stop: int, top: int) -> None:
         if rows.shape[0] == 1 or reduction == "mean":
@@ -552,16 +555,19 @@ def soft_edge_bands(
             stop = min(height, start + band)
             top, bottom = max(0, start - halo), min(height, stop + halo)
             rows = read_rows(top, bottom)
-            if (
-                not isinstance(rows, np.ndarray)
-                or rows.dtype != np.uint8
-                or rows.shape[1:] != (bottom - top, *shape[1:])
-            ):
-                raise ValueError(
-                    f"read_rows({top}, {bottom}) must return a (C, {bottom - top}, "
-                    f"{', '.join(map(str, shape[1:]))}) uint8 numpy array, got "
+            expected = f"({channels or 'C'}, {bottom - top}, {', '.join(map(str, shape[1:]))})"
+            if not isinstance(rows, np.ndarray) or rows.dtype != np.uint8 or rows.ndim != len(shape) + 1:
+                raise TypeError(
+                    f"read_rows({top}, {bottom}) must return a {expected} uint8 numpy array, got "
                     f"{getattr(rows, 'dtype', type(rows).__name__)} {tuple(getattr(rows, 'shape', ()))}."
                 )
+            if (
+                rows.shape[1:] != (bottom - top, *shape[1:])
+                or rows.shape[0] < 1
+                or rows.shape[0] != (channels or rows.shape[0])
+            ):
+                raise ValueError(f"read_rows({top}, {bottom}) must return shape {expected}, got {tuple(rows.shape)}.")
+            channels = rows.shape[0]
             if len(pending) == 2:
                 pending.popleft().result()
             pending.append(pool.submit(compute, rows, start, stop, top))
@@ -600,7 +606,9 @@ def soft_edge_map(
     else:
         lo, hi = float(x.min()), float(x.max())
     plane = max(1, math.prod(x.shape[2:]))
-    band_rows = max(1, _ONE_BAND_PIXELS // plane)
+    # about 1 Mpx per band, but several halos deep (3D planes are wide: 4 slices of 512 x 512 would be
+    # mostly halo at k = 7)
+    band_rows = max(1, _ONE_BAND_PIXELS // plane, 4 * (int(kernel_size) // 2 + 1))
     edges = soft_edge_bands(
         _scaled_rows(x, lo, hi), x.shape[1:], kernel_size, thresholds, channel_reduction, band_rows=band_rows
     )

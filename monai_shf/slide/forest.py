@@ -209,6 +209,7 @@ def build_slide_forest(
         min_size = check_int(min_size, "min_size", 1)
         if min_size > max(slide.shape):
             raise ValueError(f"min_size ({min_size}) is larger than every side of {slide.path}, shaped {slide.shape}.")
+        edge_kind = check_choice(edge_kind, "edge_kind", EDGE_KINDS)
         edges, (sy, sx) = slide_edge_map(
             slide, max_side, forest_level, kernel_size, thresholds, channel_reduction, band_rows, edge_kind
         )

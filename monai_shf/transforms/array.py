@@ -138,7 +138,9 @@ class HierarchicalPatch(InvertibleTransform):
         if self.mode == "fraction" and self.num_classes is None:
             raise ValueError("num_classes is required for mode='fraction' (K class channels in every sample).")
         self.padding_value = float(padding_value)
-        self.edges = EdgeMap(kernel_size, thresholds, channel_reduction, edge_method, edge_kind)
+        self.edges = EdgeMap(
+            kernel_size, thresholds, channel_reduction, edge_method, check_choice(edge_kind, "edge_kind", EDGE_KINDS)
+        )
         self.fill = check_fill(fill)
         self.criterion = check_choice(criterion, "criterion", SPLIT_CRITERIA)
         self.inverse_argmax = _check_bool(inverse_argmax, "inverse_argmax")

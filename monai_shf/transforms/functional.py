@@ -15,8 +15,8 @@ from monai.data import MetaTensor, get_track_meta
 from monai.transforms.inverse import TraceableTransform
 from monai.utils import TraceKeys, convert_to_tensor
 
-from monai_shf.forest import Forest, build_forest, deserialize, edge_map, serialize, soft_edge_map
-from monai_shf.validation import to_numpy
+from monai_shf.forest import EDGE_KINDS, Forest, build_forest, deserialize, edge_map, serialize, soft_edge_map
+from monai_shf.validation import check_choice, to_numpy
 
 __all__ = [
     "PATCH_CLASS_NAMES",
@@ -56,6 +56,7 @@ def edge_forest(
     ``edge_kind`` the edge map: ``"soft"`` (:func:`~monai_shf.forest.soft_edge_map`; ``edge_method`` unused)
     or ``"canny"`` (:func:`~monai_shf.forest.edge_map`).
     """
+    edge_kind = check_choice(edge_kind, "edge_kind", EDGE_KINDS)
     if score is None:
         # numpy edges straight into build_forest: a device tensor is copied to the host once for OpenCV,
         # and its edges are not sent back to the device only to be fetched again by the build

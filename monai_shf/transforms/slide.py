@@ -134,7 +134,8 @@ class SlidePatchd(_SlideOptions, HierarchicalPatchd):
         keys: keys holding slide paths (image, label, ...), all slides of one sample of the same
             level-0 size.
         length, patch_size, ref_key, mode, inverse_mode, num_classes, padding_value, kernel_size,
-        thresholds, min_size, fill, channel_reduction, geom_key, token_mask_key, allow_missing_keys:
+        thresholds, min_size, fill, channel_reduction, criterion, edge_kind, geom_key, token_mask_key,
+        allow_missing_keys:
             as :class:`HierarchicalPatchd` (``min_size`` in level-0 pixels; label slides use
             ``"fraction"`` with ``num_classes`` or ``"nearest"``).
         max_side: the edge map comes from the finest level whose longer side is at most this.

@@ -130,8 +130,15 @@ def test_tensor_input_and_input_untouched():
         ({"channel_reduction": "min"}, ValueError, "channel_reduction"),
         ({"band_rows": 0}, ValueError, "band_rows"),
         ({"out": np.zeros((8, 8), bool)}, ValueError, "out must be a uint8"),
-        ({"read_rows": lambda a, b: np.zeros((1, b - a, 8), np.float32)}, ValueError, "uint8 numpy array"),
-        ({"read_rows": lambda a, b: np.zeros((1, b - a, 9), np.uint8)}, ValueError, r"must return a \(C, \d+, 8\)"),
+        ({"read_rows": lambda a, b: np.zeros((1, b - a, 8), np.float32)}, TypeError, "uint8 numpy array"),
+        ({"read_rows": lambda a, b: [0]}, TypeError, "uint8 numpy array"),
+        ({"read_rows": lambda a, b: np.zeros((1, b - a, 9), np.uint8)}, ValueError, r"must return shape \(C, \d+, 8\)"),
+        ({"read_rows": lambda a, b: np.zeros((0, b - a, 8), np.uint8)}, ValueError, "must return shape"),
+        (
+            {"read_rows": lambda a, b: np.zeros((1 + (a > 0), b - a, 8), np.uint8), "band_rows": 2},
+            ValueError,
+            r"must return shape \(1, ",
+        ),
     ],
 )
 def test_bands_bad_input(kwargs, error, match):

@@ -233,6 +233,18 @@ def test_split_criterion_option(criterion):
     assert HierarchicalPatch(length=160, patch_size=4).criterion == "error"
 
 
+def test_edge_forest_checks_edge_kind():
+    from monai_shf.transforms import edge_forest
+
+    img = np.stack([_blobs(seed=2)]) * 200
+    with pytest.raises(ValueError, match="edge_kind"):
+        edge_forest(img, 32, 3, (50, 100), 2, "uniform", "max", "itk", edge_kind="Soft")
+    with pytest.raises(ValueError, match="edge_kind"):
+        HierarchicalPatch(length=16, patch_size=4, edge_kind="sobel")
+    canny = edge_forest(img, 32, 3, (50, 100), 2, "uniform", "max", "itk", edge_kind="canny", patch_size=4)
+    assert canny == build_forest(edge_map(img, 3, (50, 100)), 32, patch_size=4)
+
+
 def test_bad_split_criterion():
     with pytest.raises(ValueError, match="criterion"):
         HierarchicalPatch(length=16, patch_size=8, criterion="entropy")

@@ -393,6 +393,13 @@ def test_split_criterion_through_the_dictionary_transforms(nuclei2d):
     )
     assert forest_of(paper(sample)) == build_forest(edge_map(sample["image"], 3, (50, 100)), 256, criterion="edges")
     assert forest_of(paper(sample)) != forest_of(default)
+    rand_paper = RandHierarchicalPatchd(
+        ["image", "label"], 256, 8, mode=("area", "nearest"), kernel_sizes=(3,), low_range=(50, 51), edge_kind="canny"
+    )
+    assert forest_of(rand_paper(sample)) == build_forest(edge_map(sample["image"], 3, (50, 100)), 256, patch_size=8)
+    for bad in (HierarchicalPatchd, RandHierarchicalPatchd):
+        with pytest.raises(ValueError, match="edge_kind"):
+            bad(["image"], 64, 8, edge_kind="Soft")
     with pytest.raises(ValueError, match="criterion"):
         HierarchicalPatchd(["image"], 64, 8, criterion="entropy")
     with pytest.raises(ValueError, match="criterion"):

@@ -144,6 +144,28 @@ def test_random_version_is_seeded_and_draws_parameters(slide_pair):
     assert len(drawn) > 1
 
 
+def test_edge_kind_reaches_the_slide_forest(slide_pair):
+    """SlidePatchd / RandSlidePatchd build the forest from the edge kind they were given (soft by default)."""
+    from monai_shf.slide import build_slide_forest
+
+    paths, _, _ = slide_pair
+    for kind in ("soft", "canny"):
+        out = SlidePatchd("image", LENGTH, PATCH, edge_kind=kind)(paths)
+        expected = build_slide_forest(paths["image"], LENGTH, patch_size=PATCH, edge_kind=kind)
+        assert forest_from_trace(out["image"])[0] == expected
+        rand = RandSlidePatchd("image", LENGTH, PATCH, kernel_sizes=(3,), low_range=(50, 51), edge_kind=kind)
+        assert forest_from_trace(rand(paths)["image"])[0] == expected
+    soft = forest_from_trace(SlidePatchd("image", LENGTH, PATCH)(paths)["image"])[0]
+    assert soft == build_slide_forest(paths["image"], LENGTH, patch_size=PATCH)
+    # the two kinds differ on this slide once the budget goes below the uniform 32-pixel grid
+    options = {"patch_size": PATCH}
+    assert build_slide_forest(paths["image"], 1500, **options) != build_slide_forest(
+        paths["image"], 1500, edge_kind="canny", **options
+    )
+    with pytest.raises(ValueError, match="edge_kind"):
+        SlidePatchd("image", LENGTH, PATCH, edge_kind="sobel")
+
+
 def test_bad_input(slide_pair, tmp_path):
     paths, image, _ = slide_pair
     patch = SlidePatchd(["image", "label"], LENGTH, PATCH, mode=["area", "nearest"])
