@@ -348,9 +348,13 @@ def _checked_rows(
     return rows
 
 
-def _scaled_rows(x: np.ndarray, lo: float, hi: float) -> Callable[[int, int], np.ndarray]:
-    """``read_rows`` of a channel-first ``(C, H, W)`` array of any dtype, scaled to uint8 band by band
+def _scaled_rows(x: np.ndarray) -> Callable[[int, int], np.ndarray]:
+    """``read_rows`` of a channel-first ``(C, H, ...)`` array of any dtype, scaled to uint8 band by band
     with the whole image's range (the float temporary is band-sized)."""
+    if x.dtype in (np.uint8, bool):
+        lo, hi = 0.0, 255.0  # unused by to_uint8 for these dtypes
+    else:
+        lo, hi = float(x.min()), float(x.max())
 
     def read_rows(start: int, stop: int) -> np.ndarray:
         return to_uint8(x[:, start:stop], lo, hi)
@@ -363,10 +367,10 @@ def _volume_uint8(volume: np.ndarray) -> np.ndarray:
     float temporary stays small (1 byte per voxel plus a slab)."""
     if volume.dtype in (np.uint8, bool):
         return to_uint8(volume)
-    lo, hi = float(volume.min()), float(volume.max())
+    read_rows = _scaled_rows(volume[None])
     out = np.empty(volume.shape, dtype=np.uint8)
     for start in range(0, volume.shape[0], _SCALE_CHUNK):
-        out[start : start + _SCALE_CHUNK] = to_uint8(volume[start : start + _SCALE_CHUNK], lo, hi)
+        out[start : start + _SCALE_CHUNK] = read_rows(start, start + _SCALE_CHUNK)[0]
     return out
 
 
@@ -428,15 +432,11 @@ def edge_map(
     method = check_choice(method, "method", EDGE_METHODS)
     x = to_numpy(image)
     if x.ndim == 3:
-        if x.dtype in (np.uint8, bool):
-            lo, hi = 0.0, 255.0  # unused by to_uint8 for these dtypes
-        else:
-            lo, hi = float(x.min()), float(x.max())
         h, w = x.shape[1:]
         band_rows = max(1, min(max(h // _BAND_FRACTION, -(-_MIN_BAND_PIXELS // w)), _MAX_BAND_PIXELS // w))
         if h * w <= _ONE_BAND_PIXELS:
             band_rows = h
-        edges = canny_bands(_scaled_rows(x, lo, hi), (h, w), k, (low, high), reduction, band_rows=band_rows)
+        edges = canny_bands(_scaled_rows(x), (h, w), k, (low, high), reduction, band_rows=band_rows)
     else:
         if x.shape[0] == 1:
             volume = _volume_uint8(x[0])
@@ -462,16 +462,22 @@ def _gaussian_3d(x: np.ndarray, k: int) -> np.ndarray:
     return cv.GaussianBlur(flat, (1, k), 0, sigmaY=_sigma(k)).reshape(x.shape)
 
 
-def _gradient_magnitude(planes: np.ndarray, k: int) -> np.ndarray:
+def _derivative_kernels(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(smooth, slope)`` float32 1D kernels: OpenCV's Gaussian of side ``k`` (``[1]`` for ``k = 1``) and
+    that Gaussian convolved with the central difference ``[1, 0, -1] / 2``."""
+    smooth = cv.getGaussianKernel(k, _sigma(k), cv.CV_32F).ravel() if k > 1 else np.ones(1, np.float32)
+    return smooth, np.convolve(smooth, np.array([0.5, 0.0, -0.5], np.float32)).astype(np.float32)
+
+
+def _gradient_magnitude(planes: np.ndarray, k: int, kernels: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """``|grad|`` (central differences; 0 across the image border, reflect-101) of the blurred
-    uint8 ``(n0, ...)`` plane(s) as float32."""
+    uint8 ``(n0, ...)`` plane(s) as float32; ``kernels``: :func:`_derivative_kernels` of ``k``."""
     if planes.ndim == 2:
-        # blur and central difference in one separable pass per axis (the Gaussian convolved with
-        # [1, 0, -1] / 2 along the derivative's axis, the Gaussian along the other), straight from
-        # uint8: no float copy of the plane, no blurred intermediate (2x faster than blur, then Sobel).
-        # The same values: a symmetric kernel keeps the reflect-101 border symmetric.
-        smooth = cv.getGaussianKernel(k, _sigma(k), cv.CV_32F).ravel() if k > 1 else np.ones(1, np.float32)
-        slope = np.convolve(smooth, np.array([0.5, 0.0, -0.5], np.float32)).astype(np.float32)
+        # blur and central difference in one separable pass per axis (the slope kernel along the
+        # derivative's axis, the Gaussian along the other), straight from uint8: no float copy of the
+        # plane, no blurred intermediate (2x faster than blur, then Sobel). The same values: a
+        # symmetric kernel keeps the reflect-101 border symmetric.
+        smooth, slope = kernels
         along1 = cv.sepFilter2D(planes, cv.CV_32F, slope, smooth, borderType=cv.BORDER_REFLECT_101)
         along0 = cv.sepFilter2D(planes, cv.CV_32F, smooth, slope, borderType=cv.BORDER_REFLECT_101)
         return cv.magnitude(along1, along0)
@@ -534,15 +540,16 @@ def soft_edge_bands(
     gain = np.float32(255.0 / max(low / _SOBEL_TO_GRADIENT, 1e-6))  # 255 * g / saturation
     halo = k // 2 + 1
     height = shape[0]
+    kernels = _derivative_kernels(k)
     channels = None  # C of the first band: every band must have it
 
     def compute(rows: np.ndarray, start: int, stop: int, top: int) -> None:
         if rows.shape[0] == 1 or reduction == "mean":
-            magnitude = _gradient_magnitude(rows[0] if rows.shape[0] == 1 else _channel_mean(rows), k)
+            magnitude = _gradient_magnitude(rows[0] if rows.shape[0] == 1 else _channel_mean(rows), k, kernels)
         else:
-            magnitude = _gradient_magnitude(rows[0], k)
+            magnitude = _gradient_magnitude(rows[0], k, kernels)
             for c in range(1, rows.shape[0]):
-                np.maximum(magnitude, _gradient_magnitude(rows[c], k), out=magnitude)
+                np.maximum(magnitude, _gradient_magnitude(rows[c], k, kernels), out=magnitude)
         kept = magnitude[start - top : stop - top]
         # round(min(gain * |grad|, 255)) in one pass (OpenCV's saturating, rounding conversion)
         out[start:stop] = cv.convertScaleAbs(kept.reshape(kept.shape[0], -1), alpha=float(gain)).reshape(kept.shape)
@@ -601,16 +608,12 @@ def soft_edge_map(
     check_array(image, "image", ndims=(3, 4))
     check_edge_args(kernel_size, thresholds)
     x = to_numpy(image)
-    if x.dtype in (np.uint8, bool):
-        lo, hi = 0.0, 255.0  # unused by to_uint8 for these dtypes
-    else:
-        lo, hi = float(x.min()), float(x.max())
     plane = max(1, math.prod(x.shape[2:]))
     # about 1 Mpx per band, but several halos deep (3D planes are wide: 4 slices of 512 x 512 would be
     # mostly halo at k = 7)
     band_rows = max(1, _ONE_BAND_PIXELS // plane, 4 * (int(kernel_size) // 2 + 1))
     edges = soft_edge_bands(
-        _scaled_rows(x, lo, hi), x.shape[1:], kernel_size, thresholds, channel_reduction, band_rows=band_rows
+        _scaled_rows(x), x.shape[1:], kernel_size, thresholds, channel_reduction, band_rows=band_rows
     )
     if isinstance(image, torch.Tensor):
         return torch.from_numpy(edges).to(image.device)

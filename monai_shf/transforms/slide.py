@@ -68,6 +68,8 @@ class _SlideOptions:
     """The whole-slide options shared by :class:`SlidePatchd` and :class:`RandSlidePatchd`."""
 
     def _set_slide_options(self, max_side: int, forest_level: int | None, backend: str) -> None:
+        if self.score_key is not None:
+            raise TypeError(f"{type(self).__name__} takes no score_key: the forest comes from the slide's own pyramid.")
         self.max_side = check_int(max_side, "max_side", 1)
         self.forest_level = None if forest_level is None else check_int(forest_level, "forest_level", 0)
         self.backend = backend
@@ -153,8 +155,6 @@ class SlidePatchd(_SlideOptions, HierarchicalPatchd):
         backend: str = "auto",
         **kwargs: Any,
     ) -> None:
-        if kwargs.get("score_key") is not None:
-            raise TypeError("SlidePatchd takes no score_key: the forest comes from the slide's own pyramid.")
         HierarchicalPatchd.__init__(self, keys, length, patch_size, **kwargs)
         self._set_slide_options(max_side, forest_level, backend)
 

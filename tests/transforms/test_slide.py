@@ -169,6 +169,9 @@ def test_edge_kind_reaches_the_slide_forest(slide_pair):
 def test_bad_input(slide_pair, tmp_path):
     paths, image, _ = slide_pair
     patch = SlidePatchd(["image", "label"], LENGTH, PATCH, mode=["area", "nearest"])
+    for cls in (SlidePatchd, RandSlidePatchd):
+        with pytest.raises(TypeError, match=f"{cls.__name__} takes no score_key"):
+            cls("image", LENGTH, PATCH, score_key="score")
     with pytest.raises(ValueError, match="not found"):
         patch({"image": str(tmp_path / "missing.tif"), "label": paths["label"]})
     other = _write(tmp_path / "small_label.tif", np.zeros((256, 768), np.uint8))
