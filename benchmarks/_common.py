@@ -31,24 +31,33 @@ def best_time(fn: Callable[[], Any], repeat: int = 3, warmup: int = 1) -> float:
     return best
 
 
-def _status(field: str) -> int:
+def memory_status(field: str) -> int:
+    """Bytes of a ``/proc/self/status`` memory field (``"VmRSS"``, ``"VmHWM"``); 0 where absent."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
     return 0
 
 
+def reset_peak_memory() -> bool:
+    """Reset the kernel's resident high-water mark (``VmHWM``) through /proc/self/clear_refs;
+    False where that is not allowed."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def peak_extra_bytes(fn: Callable[[], Any]) -> int | None:
     """Peak resident memory above the level before ``fn`` ran (its result included), from the
     kernel's high-water mark reset through /proc/self/clear_refs; None where that is not allowed."""
     gc.collect()
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
+    if not reset_peak_memory():
         return None
-    base = _status("VmRSS")
+    base = memory_status("VmRSS")
     result = fn()
-    peak = _status("VmHWM")
+    peak = memory_status("VmHWM")
     del result
     gc.collect()
     return max(0, peak - base)
@@ -84,6 +93,27 @@ def mni152() -> tuple[np.ndarray, np.ndarray]:
     t1 = nib.load(str(folder / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")).get_fdata(dtype=np.float32)
     gm = nib.load(str(folder / "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz")).get_fdata(dtype=np.float32)
     return t1, gm
+
+
+def mni152_tissue() -> tuple[np.ndarray, np.ndarray]:
+    """T1 ``(1, 197, 233, 189)`` float32 and the 3-class tissue label (0 other, 1 GM, 2 WM; the
+    probability maps > 127, WM wins where both are), uint8."""
+    import nibabel as nib
+
+    folder = DATA / "mni152"
+    if not folder.exists():
+        raise SystemExit(f"real data not found at {folder}: benchmarks run on shared/data")
+
+    def load(name: str) -> np.ndarray:
+        return nib.load(str(folder / f"mni_icbm152_{name}_tal_nlin_sym_09a_converted.nii.gz")).get_fdata(
+            dtype=np.float32
+        )
+
+    t1, gm, wm = load("t1"), load("gm"), load("wm")
+    label = np.zeros(t1.shape, dtype=np.uint8)
+    label[gm > 127] = 1
+    label[wm > 127] = 2
+    return t1[None], label
 
 
 def table(rows: list[dict], columns: list[str]) -> str:

@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, ROOT, table  # noqa: E402
+from _common import DATA, ROOT, memory_status, mni152_tissue, nuclei2d, reset_peak_memory, table  # noqa: E402
 
 from monai_shf.forest import Forest  # noqa: E402
 
@@ -185,28 +185,17 @@ def load_pair(
 
 
 def load_nuclei2d() -> Case:
-    import tifffile
-
-    folder = DATA / "nuclei2d"
-    image = _normalise(tifffile.imread(folder / "img2d.tif"))[None]
-    label = (tifffile.imread(folder / "mask2d.tif") > 0).astype(np.uint8)[None]
+    image, mask = nuclei2d()
+    image = _normalise(image)[None]
+    label = (mask > 0).astype(np.uint8)[None]
     return split_case("nuclei2d", image, label, 1, 2, "512x512; left half trains, right half validates")
 
 
 def load_mni152(downsample: int = 3, split_axis: int = 2) -> Case:
-    import nibabel as nib
-
-    folder = DATA / "mni152"
-    maps = {
-        k: np.asarray(nib.load(str(folder / f"mni_icbm152_{k}_tal_nlin_sym_09a_converted.nii.gz")).dataobj, np.float32)
-        for k in ("t1", "gm", "wm")
-    }
-    label = np.zeros(maps["t1"].shape, np.uint8)
-    label[maps["gm"] > 127] = 1
-    label[maps["wm"] > 127] = 2
-    step = (slice(None, None, downsample),) * 3
-    image = _normalise(maps["t1"])[step][None]
-    label = label[step][None]
+    t1, label = mni152_tissue()
+    step = (slice(None), *(slice(None, None, downsample),) * 3)
+    image = _normalise(t1)[step]
+    label = label[None][step]
     notes = (
         f"T1 197x233x189 at 1 mm, every {downsample}th voxel ({downsample} mm); classes background/GM/WM; "
         f"first half along axis {split_axis} trains, second half validates"
@@ -235,21 +224,6 @@ def bundle_config(spatial_dims: int, overrides: dict[str, Any]):
     for key, value in overrides.items():
         parser[key] = value
     return parser
-
-
-def _status(field_name: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field_name + ":"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 def foreground_dice(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> float:
@@ -460,7 +434,7 @@ def run_method(case: Case, method: str, cfg: RunConfig) -> dict:
     cv.setNumThreads(cfg.threads)
     set_determinism(cfg.seed)
     set_track_meta(True)  # the patch record (forest) rides on the tokens' trace
-    baseline = _status("VmRSS")
+    baseline = memory_status("VmRSS")
     model = (
         TokenMethod(method, case, cfg) if method in ("shf", "grid_l", "grid_full") else ImageMethod(method, case, cfg)
     )
@@ -472,7 +446,7 @@ def run_method(case: Case, method: str, cfg: RunConfig) -> dict:
     interval = cfg.budget / max(1, cfg.evals)
     cpu = wall = 0.0
     steps, next_eval, curve, peak = 0, interval, [], 0
-    can_reset = _reset_peak()
+    can_reset = reset_peak_memory()
     net.train()
     while cpu < cfg.budget:
         c0, w0 = time.process_time(), time.perf_counter()
@@ -485,7 +459,7 @@ def run_method(case: Case, method: str, cfg: RunConfig) -> dict:
         wall += time.perf_counter() - w0
         steps += 1
         if cpu >= next_eval or cpu >= cfg.budget:
-            peak = max(peak, _status("VmHWM"))  # training peak so far, before evaluation allocates
+            peak = max(peak, memory_status("VmHWM"))  # training peak so far, before evaluation allocates
             net.eval()
             e0 = time.perf_counter()
             dice = model.evaluate()
@@ -498,7 +472,7 @@ def run_method(case: Case, method: str, cfg: RunConfig) -> dict:
             while next_eval <= cpu:
                 next_eval += interval
             if can_reset:
-                _reset_peak()
+                reset_peak_memory()
     upper = model._val["upper"] if isinstance(model, TokenMethod) else model.upper
     if cfg.weights_dir is not None:
         from monai_shf.utils import atomic_write

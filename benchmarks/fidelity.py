@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, load_seed, nuclei2d, table  # noqa: E402
+from _common import DATA, load_seed, mni152_tissue, nuclei2d, table  # noqa: E402
 
 from monai_shf.forest import build_forest, deserialize, edge_map, serialize, soft_edge_map, to_uint8  # noqa: E402
 
@@ -84,26 +84,6 @@ def ihc2d(tiles: int = 1, upsample: int = 1) -> tuple[np.ndarray, np.ndarray]:
         rgb = cv.resize(rgb, size, interpolation=cv.INTER_LINEAR)
         density = cv.resize(density, size, interpolation=cv.INTER_LINEAR)
     return np.ascontiguousarray(rgb.transpose(2, 0, 1)), otsu(density)
-
-
-def mni152_tissue() -> tuple[np.ndarray, np.ndarray]:
-    """T1 ``(1, 197, 233, 189)`` float32 and the 3-class tissue label (0 other, 1 GM, 2 WM), uint8."""
-    import nibabel as nib
-
-    folder = DATA / "mni152"
-    if not folder.exists():
-        raise SystemExit(f"real data not found at {folder}: benchmarks run on shared/data")
-
-    def load(name: str) -> np.ndarray:
-        return nib.load(str(folder / f"mni_icbm152_{name}_tal_nlin_sym_09a_converted.nii.gz")).get_fdata(
-            dtype=np.float32
-        )
-
-    t1, gm, wm = load("t1"), load("gm"), load("wm")
-    label = np.zeros(t1.shape, dtype=np.uint8)
-    label[gm > 127] = 1
-    label[wm > 127] = 2
-    return t1[None], label
 
 
 def upper_bound(label: np.ndarray, forest, patch_size: int, num_classes: int) -> float:
