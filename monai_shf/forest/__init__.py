@@ -11,7 +11,15 @@ from .edges import (
     soft_edge_map,
     to_uint8,
 )
-from .resample import DESERIALIZE_MODES, SERIALIZE_MODES, deserialize, label_dtype, serialize
+from .resample import (
+    DESERIALIZE_MODES,
+    SERIALIZE_MODES,
+    deserialize,
+    label_dtype,
+    nearest_index,
+    resample_matrix,
+    serialize,
+)
 from .tree import FILL_MODES, SPLIT_CRITERIA, Forest, build_forest, check_fill
 
 __all__ = [
@@ -20,6 +28,8 @@ __all__ = [
     "serialize",
     "deserialize",
     "label_dtype",
+    "resample_matrix",
+    "nearest_index",
     "edge_map",
     "soft_edge_map",
     "soft_edge_bands",

@@ -50,7 +50,15 @@ from monai_shf.validation import check_array, check_bool, check_choice, check_fi
 
 from .tree import Forest
 
-__all__ = ["serialize", "deserialize", "label_dtype", "SERIALIZE_MODES", "DESERIALIZE_MODES"]
+__all__ = [
+    "serialize",
+    "deserialize",
+    "label_dtype",
+    "resample_matrix",
+    "nearest_index",
+    "SERIALIZE_MODES",
+    "DESERIALIZE_MODES",
+]
 
 SERIALIZE_MODES = ("area", "nearest", "fraction")
 DESERIALIZE_MODES = ("nearest", "linear")
@@ -145,8 +153,9 @@ def _chunks(ids: np.ndarray, per_leaf: int) -> list[np.ndarray]:
     return [ids[i : i + step] for i in range(0, len(ids), step)]
 
 
-def _resample_matrix(src: int, dst: int, mode: str, device: torch.device) -> torch.Tensor:
-    """``(dst, src)`` float64 matrix resampling one axis with half-pixel centres.
+def resample_matrix(src: int, dst: int, mode: str, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``(dst, src)`` float64 matrix resampling one axis with half-pixel centres: the per-axis factor of
+    :func:`serialize` / :func:`deserialize` (and of the slide mask writer, which depatches tile by tile).
 
     ``"sum"``: 0/1 membership of source pixel ``o`` in output pixel ``floor(o * dst / src)`` when
     downsampling, the nearest source pixel when upsampling (divide by the row sums for means).
@@ -162,7 +171,7 @@ def _resample_matrix(src: int, dst: int, mode: str, device: torch.device) -> tor
         if mode == "linear":
             m /= m.sum(1, keepdim=True)
     elif mode in ("sum", "nearest"):
-        m[rows, torch.as_tensor(_nearest_index(dst, src))] = 1.0
+        m[rows, torch.as_tensor(nearest_index(dst, src))] = 1.0
     else:
         u = ((rows.double() + 0.5) * src / dst - 0.5).clamp(0, src - 1)
         lo = u.floor().long()
@@ -202,7 +211,7 @@ def _area_resample(x: torch.Tensor, size: tuple[int, ...], patch: int) -> torch.
     """Area-resample ``(..., *size)`` blocks to ``(..., p, p[, p])`` along the trailing axes.
 
     Sums with 0/1 matrices, then one division: a constant block stays exactly constant."""
-    mats = [_resample_matrix(s, patch, "sum", x.device) for s in size]
+    mats = [resample_matrix(s, patch, "sum", x.device) for s in size]
     counts = mats[0].sum(1)
     for m in mats[1:]:
         counts = counts[..., None] * m.sum(1)
@@ -319,7 +328,7 @@ def _serialize_area_scaled(x: torch.Tensor, forest: Forest, patch: int, out: tor
     out.copy_(torch.ldexp(tokens, torch.tensor(exponent, dtype=torch.float64, device=out.device)))
 
 
-def _nearest_index(out_len: int, src_len: Any) -> np.ndarray:
+def nearest_index(out_len: int, src_len: Any) -> np.ndarray:
     """Nearest source index of each of ``out_len`` outputs over a source of ``src_len`` (half-pixel
     centres): ``floor((i + 0.5) * src_len / out_len)``. ``src_len`` may be an ``(N, 1)`` array."""
     return ((2 * np.arange(out_len) + 1) * src_len) // (2 * out_len)
@@ -329,7 +338,7 @@ def _serialize_nearest(x: torch.Tensor, forest: Forest, patch: int, out: torch.T
     n, ndim = forest.num_leaves, forest.spatial_dims
     key: list[Any] = [slice(None)]
     for a in range(ndim):
-        rows = forest.starts[:, a : a + 1] + _nearest_index(patch, forest.sizes[:, a : a + 1])
+        rows = forest.starts[:, a : a + 1] + nearest_index(patch, forest.sizes[:, a : a + 1])
         shape = (n,) + tuple(patch if k == a else 1 for k in range(ndim))
         key.append(torch.as_tensor(rows, device=x.device).view(shape))
     out[:, :n] = x[tuple(key)]
@@ -440,7 +449,7 @@ def label_dtype(num_classes: int) -> torch.dtype:
 
 def _token_indices(size: tuple[int, ...], patch: int, device: torch.device) -> list[torch.Tensor]:
     """Per axis, the token pixel each leaf pixel takes in ``"nearest"`` depatching."""
-    return [torch.as_tensor(_nearest_index(s, patch), device=device) for s in size]
+    return [torch.as_tensor(nearest_index(s, patch), device=device) for s in size]
 
 
 def _take_nearest(group: torch.Tensor, index: list[torch.Tensor]) -> torch.Tensor:
@@ -507,7 +516,7 @@ def deserialize(tokens: Any, forest: Forest, mode: str = "linear", argmax: bool 
         if mode == "nearest":
             index = _token_indices(size, patch, device)
         else:
-            mats = [_resample_matrix(patch, s, mode, device) for s in size]
+            mats = [resample_matrix(patch, s, mode, device) for s in size]
         for chunk in _chunks(ids, int(np.prod(size)) * channels):
             group = t[:, torch.as_tensor(chunk, device=device)]
             if mode == "nearest":

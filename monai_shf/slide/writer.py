@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from monai_shf.forest import Forest
+from monai_shf.forest import Forest, nearest_index, resample_matrix
 from monai_shf.utils import atomic_write
 from monai_shf.validation import check_array, check_choice, check_finite, check_int, check_output_path, to_numpy
 
@@ -338,33 +338,6 @@ def write_pyramid(
     return path
 
 
-def _linear_weights(offsets: np.ndarray, size: int, patch: int, dtype: np.dtype) -> np.ndarray:
-    """``(n, p)`` rows of the linear depatching matrix of a leaf of side ``size`` at leaf pixels
-    ``offsets``, as in-memory ``deserialize(mode="linear")`` (same float64 arithmetic, then cast to
-    ``dtype``): for ``size >= p`` linear interpolation of the token with half-pixel centres, clamped
-    to the box; for ``size < p`` the area adjoint, the mean of the token pixels ``i`` with
-    ``floor(i * size / p) == o``. Rows are convex weights either way."""
-    if size < patch:
-        full = np.zeros((size, patch), np.float64)
-        full[(np.arange(patch) * size) // patch, np.arange(patch)] = 1.0
-        full /= full.sum(1, keepdims=True)
-        return full[offsets].astype(dtype)
-    u = np.clip(((offsets + 0.5) * patch) / size - 0.5, 0, patch - 1)
-    lo = np.floor(u).astype(np.int64)
-    hi = np.minimum(lo + 1, patch - 1)
-    w = u - lo
-    m = np.zeros((len(offsets), patch), np.float64)
-    rows = np.arange(len(offsets))
-    np.add.at(m, (rows, lo), 1.0 - w)
-    np.add.at(m, (rows, hi), w)
-    return m.astype(dtype)
-
-
-def _nearest_token_index(offsets: np.ndarray, size: int, patch: int) -> np.ndarray:
-    """Token pixel of each leaf pixel ``offsets`` for nearest depatching: ``floor((o + 0.5) p / s)``."""
-    return ((2 * offsets + 1) * patch) // (2 * size)
-
-
 class _MaskRenderer:
     """Renders tiles of every level of a depatched mask straight from the leaves.
 
@@ -445,10 +418,11 @@ class _MaskRenderer:
         if rows is None:
             lo = _level_count_below(np.array([start, start + size]), level, size0, self.shapes[level][axis])
             offsets = level_sample_index(int(lo[0]), int(lo[1]), level, size0) - start
+            # the rows of deserialize's own per-axis resampling (token side p -> leaf side), at these pixels
             if self.kind == "labels":
-                rows = _nearest_token_index(offsets, size, self.patch)
+                rows = nearest_index(size, self.patch)[offsets]
             else:
-                rows = _linear_weights(offsets, size, self.patch, self.values.dtype)
+                rows = resample_matrix(self.patch, size, "linear").numpy()[offsets].astype(self.values.dtype)
             self.cache[key] = rows
         return rows
 
