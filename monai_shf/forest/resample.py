@@ -158,19 +158,19 @@ def resample_matrix(src: int, dst: int, mode: str, device: torch.device | str = 
     :func:`serialize` / :func:`deserialize` (and of the slide mask writer, which depatches tile by tile).
 
     ``"sum"``: 0/1 membership of source pixel ``o`` in output pixel ``floor(o * dst / src)`` when
-    downsampling, the nearest source pixel when upsampling (divide by the row sums for means).
-    ``"nearest"``: output ``o`` takes source ``floor((o + 0.5) * src / dst)``.
-    ``"linear"``: linear interpolation at source coordinate ``(o + 0.5) * src / dst - 0.5``, clamped
-    to the box (rows are convex weights), when upsampling (``src <= dst``); when downsampling, the
-    area mean (the rows of ``"sum"`` divided by their sums), so that every source pixel counts.
+    downsampling, the nearest source pixel (:func:`nearest_index`) when upsampling (divide by the row
+    sums for means). ``"linear"``: linear interpolation at source coordinate
+    ``(o + 0.5) * src / dst - 0.5``, clamped to the box (rows are convex weights), when upsampling
+    (``src <= dst``); when downsampling, the area mean (the rows of ``"sum"`` divided by their sums),
+    so that every source pixel counts.
     """
     m = torch.zeros(dst, src, dtype=torch.float64)
     rows = torch.arange(dst)
-    if mode in ("sum", "linear") and src > dst or mode == "sum" and src == dst:
+    if src > dst or (mode == "sum" and src == dst):
         m[(torch.arange(src) * dst) // src, torch.arange(src)] = 1.0
         if mode == "linear":
             m /= m.sum(1, keepdim=True)
-    elif mode in ("sum", "nearest"):
+    elif mode == "sum":
         m[rows, torch.as_tensor(nearest_index(dst, src))] = 1.0
     else:
         u = ((rows.double() + 0.5) * src / dst - 0.5).clamp(0, src - 1)
