@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.transforms import InvertibleTransform, Transform
@@ -27,7 +26,7 @@ from monai_shf.forest import (
     edge_map,
     soft_edge_map,
 )
-from monai_shf.validation import check_choice, check_int
+from monai_shf.validation import check_bool, check_choice, check_int
 
 from .functional import depatch, edge_forest, forest_from_trace, hierarchical_patch, resolve_depatch_mode
 
@@ -143,7 +142,7 @@ class HierarchicalPatch(InvertibleTransform):
         )
         self.fill = check_fill(fill)
         self.criterion = check_choice(criterion, "criterion", SPLIT_CRITERIA)
-        self.inverse_argmax = _check_bool(inverse_argmax, "inverse_argmax")
+        self.inverse_argmax = check_bool(inverse_argmax, "inverse_argmax")
 
     def build(
         self, img: Any, score: Any = None, kernel_size: int | None = None, thresholds: Sequence[float] | None = None
@@ -192,7 +191,7 @@ class HierarchicalPatch(InvertibleTransform):
             transform_info=self.get_transform_info(),
             inverse_argmax=self.inverse_argmax
             if inverse_argmax is None
-            else _check_bool(inverse_argmax, "inverse_argmax"),
+            else check_bool(inverse_argmax, "inverse_argmax"),
         )
 
     def inverse(self, data: torch.Tensor) -> torch.Tensor:
@@ -230,14 +229,14 @@ class Depatch(Transform):
 
     def __init__(self, mode: str | None = None, argmax: bool = False) -> None:
         self.mode = None if mode is None else check_choice(mode, "mode", DESERIALIZE_MODES)
-        self.argmax = _check_bool(argmax, "argmax")
+        self.argmax = check_bool(argmax, "argmax")
 
     def __call__(
         self, tokens: Any, forest: Forest | None = None, mode: str | None = None, argmax: bool | None = None
     ) -> torch.Tensor:
         """Depatch ``tokens``; ``mode`` and ``argmax`` override the constructor's for this call."""
         mode = self.mode if mode is None else check_choice(mode, "mode", DESERIALIZE_MODES)
-        argmax = self.argmax if argmax is None else _check_bool(argmax, "argmax")
+        argmax = self.argmax if argmax is None else check_bool(argmax, "argmax")
         recorded, consume = None, forest is None
         if forest is None:
             forest, info = forest_from_trace(tokens, latest=True)
@@ -245,12 +244,6 @@ class Depatch(Transform):
         mode = resolve_depatch_mode(tokens, mode, recorded)
         mode = check_choice(mode, "mode", DESERIALIZE_MODES)
         return depatch(tokens, forest, mode=mode, consume_record=consume, argmax=argmax)
-
-
-def _check_bool(value: Any, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {value!r} ({type(value).__name__}).")
-    return bool(value)
 
 
 class MaskPaddingTokens(Transform):

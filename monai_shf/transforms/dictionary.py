@@ -12,14 +12,13 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import InvertibleTransform, MapTransform, RandomizableTransform
 from monai.utils import ensure_tuple, ensure_tuple_rep
 
 from monai_shf.forest import DESERIALIZE_MODES, SERIALIZE_MODES, Forest
-from monai_shf.validation import check_choice, check_int
+from monai_shf.validation import check_bool, check_choice, check_int
 
 from .array import Depatch, EdgeMap, HierarchicalPatch, MaskPaddingTokens
 from .functional import forest_from_trace, patch_record_index, resolve_depatch_mode
@@ -155,8 +154,7 @@ class HierarchicalPatchd(MapTransform, InvertibleTransform):
         )
         # fail at construction, not in the middle of an epoch
         for flag in self.inverse_argmax:
-            if not isinstance(flag, (bool, np.bool_)):
-                raise TypeError(f"inverse_argmax must be a bool per key, got {inverse_argmax!r}.")
+            check_bool(flag, "inverse_argmax (per key)")
         for mode_, inverse_, classes in zip(self.mode, self.inverse_mode, self.num_classes):
             check_choice(mode_, "mode", SERIALIZE_MODES)
             if inverse_ is not None:
@@ -327,7 +325,7 @@ class Depatchd(MapTransform):
         super().__init__(keys, allow_missing_keys)
         self.ref_key = ref_key
         self.mode = ensure_tuple_rep(mode, len(self.keys))
-        self.argmax = tuple(Depatch(argmax=a).argmax for a in ensure_tuple_rep(argmax, len(self.keys)))
+        self.argmax = tuple(check_bool(a, "argmax") for a in ensure_tuple_rep(argmax, len(self.keys)))
         self.depatcher = Depatch(mode=None)
         for m in self.mode:
             if m is not None:
