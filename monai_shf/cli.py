@@ -50,9 +50,11 @@ def patching_demo(
     criterion: str = "error",
 ) -> dict:
     from monai_shf.data import synthetic_tissue_2d
-    from monai_shf.forest import build_forest, deserialize, edge_map, serialize, soft_edge_map
+    from monai_shf.forest import EDGE_KINDS, build_forest, deserialize, score_map, serialize
+    from monai_shf.validation import check_choice
     from monai_shf.visualize import forest_overlay, panels, save_png, to_rgb
 
+    edge_kind = check_choice(edge_kind, "edge_kind", EDGE_KINDS)
     folder = find_nuclei2d()
     if folder is not None:
         import tifffile
@@ -65,12 +67,8 @@ def patching_demo(
         label = (label > 0).astype(np.uint8)
         source = "generated tissue image 1024x1024 (shared/data not found)"
     t0 = time.perf_counter()
-    from monai_shf.forest import EDGE_KINDS
-    from monai_shf.validation import check_choice
-
-    edge_kind = check_choice(edge_kind, "edge_kind", EDGE_KINDS)
     # soft edges + the expected-error criterion: the transforms' defaults; canny + edges: the paper's
-    edges = (soft_edge_map if edge_kind == "soft" else edge_map)(image, kernel_size=kernel_size, thresholds=thresholds)
+    edges = score_map(image, edge_kind, kernel_size, thresholds)
     t1 = time.perf_counter()
     forest = build_forest(edges, length, criterion=criterion, patch_size=patch_size)
     t2 = time.perf_counter()

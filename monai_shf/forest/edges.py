@@ -52,6 +52,7 @@ import torch
 from monai_shf.validation import check_array, check_choice, check_int, to_numpy
 
 __all__ = [
+    "score_map",
     "edge_map",
     "soft_edge_map",
     "soft_edge_bands",
@@ -258,7 +259,7 @@ def canny_bands(
     band = check_int(band_rows, "band_rows", 1)
     out = _output_array(out, (h, w), np.dtype(bool))
     if band >= h:  # one band: OpenCV's own hysteresis is the whole-image one
-        rows = _checked_rows(read_rows, 0, h, w, None)
+        rows = _checked_rows(read_rows, 0, h, (w,), None)
         np.greater(_canny_2d(_planes(rows, reduction), k, low, high), 0, out=out)
         return out
     halo = k // 2 + 2  # blur + Sobel + non-maximum suppression: candidates and strong pixels are exact
@@ -275,7 +276,7 @@ def canny_bands(
             while len(queue) < workers and index + len(queue) < len(starts):
                 ahead = starts[index + len(queue)]
                 top, bottom = max(0, ahead - halo), min(h, min(h, ahead + band) + halo)
-                rows = _checked_rows(read_rows, top, bottom, w, channels)
+                rows = _checked_rows(read_rows, top, bottom, (w,), channels)
                 channels = rows.shape[0]
                 core = slice(ahead - top, min(h, ahead + band) - top)
                 queue.append(pool.submit(_band_components, rows, reduction, k, low, high, core))
@@ -331,20 +332,19 @@ def _band_components(
 
 
 def _checked_rows(
-    read_rows: Callable[[int, int], np.ndarray], top: int, bottom: int, w: int, channels: int | None
+    read_rows: Callable[[int, int], np.ndarray], top: int, bottom: int, trailing: tuple[int, ...], channels: int | None
 ) -> np.ndarray:
-    """``read_rows(top, bottom)`` checked to be a ``(C, bottom - top, w)`` uint8 numpy array."""
+    """``read_rows(top, bottom)`` checked to be a ``(C, bottom - top, *trailing)`` uint8 numpy array
+    (``C == channels`` when given, else ``C >= 1``)."""
     rows = read_rows(top, bottom)
-    if not isinstance(rows, np.ndarray) or rows.dtype != np.uint8 or rows.ndim != 3:
+    expected = f"({channels or 'C'}, {bottom - top}, {', '.join(map(str, trailing))})"
+    if not isinstance(rows, np.ndarray) or rows.dtype != np.uint8 or rows.ndim != len(trailing) + 2:
         raise TypeError(
-            f"read_rows({top}, {bottom}) must return a (C, rows, W) uint8 numpy array, got "
+            f"read_rows({top}, {bottom}) must return a {expected} uint8 numpy array, got "
             f"{getattr(rows, 'dtype', type(rows).__name__)} of shape {tuple(getattr(rows, 'shape', ()))}."
         )
-    if rows.shape[1:] != (bottom - top, w) or rows.shape[0] < 1 or rows.shape[0] != (channels or rows.shape[0]):
-        raise ValueError(
-            f"read_rows({top}, {bottom}) must return shape ({channels or 'C'}, {bottom - top}, {w}), "
-            f"got {tuple(rows.shape)}."
-        )
+    if rows.shape[1:] != (bottom - top, *trailing) or rows.shape[0] < 1 or rows.shape[0] != (channels or rows.shape[0]):
+        raise ValueError(f"read_rows({top}, {bottom}) must return shape {expected}, got {tuple(rows.shape)}.")
     return rows
 
 
@@ -561,19 +561,7 @@ def soft_edge_bands(
         for start in range(0, height, band):
             stop = min(height, start + band)
             top, bottom = max(0, start - halo), min(height, stop + halo)
-            rows = read_rows(top, bottom)
-            expected = f"({channels or 'C'}, {bottom - top}, {', '.join(map(str, shape[1:]))})"
-            if not isinstance(rows, np.ndarray) or rows.dtype != np.uint8 or rows.ndim != len(shape) + 1:
-                raise TypeError(
-                    f"read_rows({top}, {bottom}) must return a {expected} uint8 numpy array, got "
-                    f"{getattr(rows, 'dtype', type(rows).__name__)} {tuple(getattr(rows, 'shape', ()))}."
-                )
-            if (
-                rows.shape[1:] != (bottom - top, *shape[1:])
-                or rows.shape[0] < 1
-                or rows.shape[0] != (channels or rows.shape[0])
-            ):
-                raise ValueError(f"read_rows({top}, {bottom}) must return shape {expected}, got {tuple(rows.shape)}.")
+            rows = _checked_rows(read_rows, top, bottom, shape[1:], channels)
             channels = rows.shape[0]
             if len(pending) == 2:
                 pending.popleft().result()
@@ -618,3 +606,18 @@ def soft_edge_map(
     if isinstance(image, torch.Tensor):
         return torch.from_numpy(edges).to(image.device)
     return edges
+
+
+def score_map(
+    image: Any,
+    kind: str = "soft",
+    kernel_size: int = 3,
+    thresholds: Sequence[float] = (50, 100),
+    channel_reduction: str = "max",
+    method: str = "itk",
+) -> Any:
+    """The forest's score map of ``image`` of one of :data:`EDGE_KINDS`: :func:`soft_edge_map` (``"soft"``,
+    uint8; ``method`` unused) or :func:`edge_map` (``"canny"``, bool; ``method`` is its 3D operator)."""
+    if check_choice(kind, "kind", EDGE_KINDS) == "soft":
+        return soft_edge_map(image, kernel_size, thresholds, channel_reduction)
+    return edge_map(image, kernel_size, thresholds, channel_reduction, method)

@@ -23,8 +23,7 @@ from monai_shf.forest import (
     Forest,
     check_edge_args,
     check_fill,
-    edge_map,
-    soft_edge_map,
+    score_map,
 )
 from monai_shf.validation import check_bool, check_choice, check_int
 
@@ -72,10 +71,7 @@ class EdgeMap(Transform):
         self.kind = check_choice(kind, "kind", EDGE_KINDS)
 
     def __call__(self, img: Any) -> Any:
-        if self.kind == "soft":
-            edges = soft_edge_map(img, self.kernel_size, self.thresholds, self.channel_reduction)
-        else:
-            edges = edge_map(img, self.kernel_size, self.thresholds, self.channel_reduction, self.method)
+        edges = score_map(img, self.kind, self.kernel_size, self.thresholds, self.channel_reduction, self.method)
         out = edges[None]
         if isinstance(img, MetaTensor):
             return MetaTensor(convert_to_tensor(out, track_meta=False)).copy_meta_from(img, copy_attr=False)

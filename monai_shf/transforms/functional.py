@@ -15,7 +15,7 @@ from monai.data import MetaTensor, get_track_meta
 from monai.transforms.inverse import TraceableTransform
 from monai.utils import TraceKeys, convert_to_tensor
 
-from monai_shf.forest import EDGE_KINDS, Forest, build_forest, deserialize, edge_map, serialize, soft_edge_map
+from monai_shf.forest import EDGE_KINDS, Forest, build_forest, deserialize, score_map, serialize
 from monai_shf.validation import check_choice, to_numpy
 
 __all__ = [
@@ -61,10 +61,7 @@ def edge_forest(
         # numpy edges straight into build_forest: a device tensor is copied to the host once for OpenCV,
         # and its edges are not sent back to the device only to be fetched again by the build
         host = to_numpy(image) if isinstance(image, torch.Tensor) else image
-        if edge_kind == "soft":
-            score = soft_edge_map(host, kernel_size, thresholds, channel_reduction=channel_reduction)
-        else:
-            score = edge_map(host, kernel_size, thresholds, channel_reduction=channel_reduction, method=edge_method)
+        score = score_map(host, edge_kind, kernel_size, thresholds, channel_reduction, edge_method)
     elif score.ndim == image.ndim:
         if score.shape[0] != 1:
             raise ValueError(f"a score map must have one channel, got shape {tuple(score.shape)}.")
