@@ -56,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATA, ROOT, memory_status, mni152_tissue, nuclei2d, reset_peak_memory, table  # noqa: E402
 
 from monai_shf.forest import Forest  # noqa: E402
+from monai_shf.utils import foreground_dice  # noqa: E402
 
 __all__ = ["METHODS", "Case", "RunConfig", "load_case", "run_method", "main"]
 
@@ -224,16 +225,6 @@ def bundle_config(spatial_dims: int, overrides: dict[str, Any]):
     for key, value in overrides.items():
         parser[key] = value
     return parser
-
-
-def foreground_dice(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> float:
-    """Mean Dice over the foreground classes present in ``truth`` (``MeanDice(include_background=False)``)."""
-    scores = []
-    for c in range(1, num_classes):
-        p, t = pred == c, truth == c
-        if t.any():
-            scores.append(2.0 * np.count_nonzero(p & t) / (np.count_nonzero(p) + np.count_nonzero(t)))
-    return float(np.mean(scores)) if scores else float("nan")
 
 
 def grid_forest(spatial_shape: tuple[int, ...], patch_size: int) -> Forest:

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from monai_shf.utils import foreground_dice
+
 __all__ = ["main", "find_nuclei2d", "patching_demo", "training_demo", "demo_figure", "shf_figure"]
 
 
@@ -351,7 +353,7 @@ def shf_figure(
     fractions = torch.as_tensor(patched["label"]).as_subclass(torch.Tensor)
     recon = depatcher(fractions, forest=forest).argmax(0)
     truth = truth[0].long()
-    upper = _class_dice(recon, truth, num_classes)
+    upper = foreground_dice(recon, truth, num_classes)
     mask = patched["token_mask"]
     img_tokens = torch.as_tensor(patched["image"]).as_subclass(torch.Tensor)
     mask_tokens = fractions.argmax(0, keepdim=True)
@@ -395,7 +397,7 @@ def shf_figure(
             )
         probs = torch.softmax(logits, dim=1)[0]
         prediction = depatcher(probs, forest=forest).argmax(0)
-        dice = _class_dice(prediction, truth, num_classes)
+        dice = foreground_dice(prediction, truth, num_classes)
         row2 += [
             token_strip(show(probs.argmax(0, keepdim=True)), mask, labels=True),
             label_rgb(show(prediction.numpy())),
@@ -414,12 +416,6 @@ def shf_figure(
     figure = np.concatenate([top, np.full((8, top.shape[1], 3), 255, np.uint8), bottom], axis=0)
     path = save_png(out, figure)
     return {"figure": str(path), "leaves": forest.num_leaves, "upper_bound_dice": upper, "dice": dice}
-
-
-def _class_dice(pred, truth, num_classes: int) -> float:
-    """Mean Dice over the foreground classes present in ``truth`` (``MeanDice(include_background=False)``)."""
-    scores = [_dice(np.asarray(pred == c), np.asarray(truth == c)) for c in range(1, num_classes) if (truth == c).any()]
-    return float(np.mean(scores)) if scores else float("nan")
 
 
 def _override(text: str) -> tuple[str, object]:

@@ -7,7 +7,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write", "find_real_data"]
+import numpy as np
+
+__all__ = ["atomic_write", "find_real_data", "foreground_dice"]
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
@@ -47,3 +49,15 @@ def find_real_data(name: str, files: tuple[str, ...]) -> Path | None:
         if all((folder / f).is_file() for f in files):
             return folder
     return None
+
+
+def foreground_dice(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> float:
+    """Mean Dice over the foreground classes ``1..num_classes-1`` present in ``truth``, as MONAI's
+    ``MeanDice(include_background=False)`` (a class absent from ``truth`` is skipped); NaN when none
+    is present. ``pred`` and ``truth``: integer class maps of one shape."""
+    scores = []
+    for c in range(1, num_classes):
+        p, t = np.asarray(pred == c), np.asarray(truth == c)
+        if t.any():
+            scores.append(2.0 * np.count_nonzero(p & t) / (np.count_nonzero(p) + np.count_nonzero(t)))
+    return float(np.mean(scores)) if scores else float("nan")
