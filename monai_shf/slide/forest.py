@@ -68,7 +68,7 @@ def _row_reader(slide: Slide, level: int, factor: int, grid: tuple[int, int]) ->
 
     def native(rows: np.ndarray) -> np.ndarray:
         if rows.dtype == bool:
-            return rows.view(np.uint8) * np.uint8(255)
+            return to_uint8(rows)  # 0 / 255
         if rows.dtype not in (np.uint8, np.uint16, np.int16, np.float32, np.float64):
             return rows.astype(np.float32)
         return rows
@@ -223,7 +223,7 @@ def build_slide_forest(
         del edges
         h, w = slide.shape
         gh, gw = grid_forest.spatial_shape
-        ends = grid_forest.starts + grid_forest.sizes
+        ends = grid_forest.ends
         y0 = _to_level0(grid_forest.starts[:, 0], sy, gh, h)
         y1 = _to_level0(ends[:, 0], sy, gh, h)
         x0 = _to_level0(grid_forest.starts[:, 1], sx, gw, w)

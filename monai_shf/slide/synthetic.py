@@ -37,7 +37,7 @@ import numpy as np
 from monai_shf.utils import find_real_data
 from monai_shf.validation import check_int, check_output_path
 
-from .writer import pyramid_shapes, write_pyramid
+from .writer import level_sample_index, pyramid_shapes, write_pyramid
 
 __all__ = ["make_slide", "find_ihc2d", "tissue_texture", "SLIDE_CLASSES"]
 
@@ -195,8 +195,8 @@ class _SlideRenderer:
         f = 1 << level
         oy, ox = (int(o) for o in self.offsets[variant])
         if label and level:  # the level-0 pixel under the centre (exact decimation of level 0)
-            ys = np.minimum(np.arange(y0, y0 + h) * f + f // 2, self.shape[0] - 1) + oy
-            xs = np.minimum(np.arange(x0, x0 + w) * f + f // 2, self.shape[1] - 1) + ox
+            ys = level_sample_index(y0, y0 + h, level, self.shape[0]) + oy
+            xs = level_sample_index(x0, x0 + w, level, self.shape[1]) + ox
             return self.labels[variant][_mirror_index(ys, 512)[:, None], _mirror_index(xs, 512)[None, :]]
         periodic = self.label0[variant] if label else self.textures[level][variant]
         period = 2 * max(512 >> level, 1)

@@ -65,7 +65,7 @@ def leaf_levels(
     levels = np.zeros(n, dtype=np.int64)
     starts = forest.starts.copy()
     sizes = forest.sizes.copy()
-    ends = forest.starts + forest.sizes
+    ends = forest.ends
     for level in range(1, top + 1):
         (sy, sx), (h, w) = slide.level_scales[level], slide.level_shapes[level]
         y0, y1 = _map_bounds(forest.starts[:, 0], sy, h), _map_bounds(ends[:, 0], sy, h)

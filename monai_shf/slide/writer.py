@@ -356,13 +356,11 @@ class _MaskRenderer:
         self.forest, self.values, self.kind, self.tile, self.shapes = forest, values, kind, tile, shapes
         n = forest.num_leaves
         self.patch = values.shape[-1]
-        if kind == "labels":  # values (N, p, p) uint8
-            flat = values.reshape(n, -1)
-            self.leaf_class = np.where(flat.min(1) == flat.max(1), flat[:, 0].astype(np.int16), -1)
-        elif kind == "scores":  # values (K, N, p, p) float
-            flat = _argmax0(values.reshape(values.shape[0], n, -1))
-            # every token pixel has the same argmax c: every convex combination of them too (the
-            # linear depatching weights are convex), so the whole leaf is class c at any level
+        if kind in ("labels", "scores"):
+            # per leaf, the class of each token pixel: labels (N, p, p) as they are; scores (K, N, p, p)
+            # by argmax: if every token pixel has the same argmax c, every convex combination of them
+            # has too (the linear depatching weights are convex), so the whole leaf is class c at any level
+            flat = values.reshape(n, -1) if kind == "labels" else _argmax0(values.reshape(values.shape[0], n, -1))
             self.leaf_class = np.where(flat.min(1) == flat.max(1), flat[:, 0].astype(np.int16), -1)
         else:  # probabilities: no shortcut
             self.leaf_class = np.full(n, -1, np.int16)
