@@ -95,6 +95,23 @@ def mni152() -> tuple[np.ndarray, np.ndarray]:
     return t1, gm
 
 
+def ihc2d_rgb() -> np.ndarray:
+    """The real IHC tissue image ``shared/data/ihc2d/ihc.png`` as ``(512, 512, 3)`` uint8 RGB."""
+    import cv2 as cv
+
+    path = DATA / "ihc2d" / "ihc.png"
+    if not path.exists():
+        raise SystemExit(f"real data not found at {path}: benchmarks run on shared/data")
+    return cv.cvtColor(cv.imread(str(path), cv.IMREAD_COLOR), cv.COLOR_BGR2RGB)
+
+
+def ihc2d_tiled(side: int) -> np.ndarray:
+    """Texture-rich tissue at any size: ihc2d tiled 4 x 4 and resized (bilinear) to ``(side, side, 3)`` uint8."""
+    import cv2 as cv
+
+    return cv.resize(np.tile(ihc2d_rgb(), (4, 4, 1)), (side, side), interpolation=cv.INTER_LINEAR)
+
+
 def mni152_tissue() -> tuple[np.ndarray, np.ndarray]:
     """T1 ``(1, 197, 233, 189)`` float32 and the 3-class tissue label (0 other, 1 GM, 2 WM; the
     probability maps > 127, WM wins where both are), uint8."""

@@ -24,7 +24,7 @@ import cv2 as cv
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, best_time, nuclei2d, table  # noqa: E402
+from _common import best_time, ihc2d_rgb, ihc2d_tiled, nuclei2d, table  # noqa: E402
 
 from monai_shf.forest import canny_bands, edge_map, to_uint8  # noqa: E402
 
@@ -52,13 +52,10 @@ def _rows(chw: np.ndarray, start: int, stop: int) -> np.ndarray:
 
 
 def _images(side: int) -> dict[str, np.ndarray]:
-    path = DATA / "ihc2d" / "ihc.png"
-    if not path.exists():
-        raise SystemExit(f"real data not found at {path}: this benchmark runs on shared/data")
-    ihc = cv.cvtColor(cv.imread(str(path)), cv.COLOR_BGR2RGB)
+    ihc = ihc2d_rgb()
     nuclei = to_uint8(nuclei2d()[0])
     return {
-        f"ihc2d tiled 4x4, bilinear {side}^2 (RGB)": cv.resize(np.tile(ihc, (4, 4, 1)), (side, side)),
+        f"ihc2d tiled 4x4, bilinear {side}^2 (RGB)": ihc2d_tiled(side),
         f"ihc2d nearest {side}^2 (RGB)": cv.resize(ihc, (side, side), interpolation=cv.INTER_NEAREST),
         f"nuclei2d nearest {side}^2 (grey)": cv.resize(nuclei, (side, side), interpolation=cv.INTER_NEAREST),
         "nuclei2d 512^2 (grey)": nuclei,

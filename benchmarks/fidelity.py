@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, load_seed, mni152_tissue, nuclei2d, table  # noqa: E402
+from _common import ihc2d_rgb, load_seed, mni152_tissue, nuclei2d, table  # noqa: E402
 
 from monai_shf.forest import build_forest, deserialize, edge_map, serialize, soft_edge_map, to_uint8  # noqa: E402
 
@@ -71,10 +71,7 @@ def otsu(density: np.ndarray) -> np.ndarray:
 
 def ihc2d(tiles: int = 1, upsample: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """``(3, H, W)`` uint8 RGB and its ``(H, W)`` DAB-positive label; optionally mirror-tiled and upsampled."""
-    path = DATA / "ihc2d" / "ihc.png"
-    if not path.exists():
-        raise SystemExit(f"real data not found at {path}: benchmarks run on shared/data")
-    rgb = cv.cvtColor(cv.imread(str(path), cv.IMREAD_COLOR), cv.COLOR_BGR2RGB)
+    rgb = ihc2d_rgb()
     density = cv.GaussianBlur(dab_density(rgb), (0, 0), 1.0)
     if tiles > 1:
         pad = ((0, rgb.shape[0] * (tiles - 1)), (0, rgb.shape[1] * (tiles - 1)))

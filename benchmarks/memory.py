@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, peak_extra_bytes, table  # noqa: E402
+from _common import ihc2d_tiled, peak_extra_bytes, table  # noqa: E402
 
 LENGTHS = {256: 256, 1024: 1024, 4096: 8281, 8192: 10201}
 PATCH = 8
@@ -63,14 +63,7 @@ STEPS = {
 
 def _tissue(side: int) -> np.ndarray:
     """``(3, side, side)`` uint8 RGB real tissue, tiled 4 x 4 and resized (bilinear)."""
-    import cv2 as cv
-
-    path = DATA / "ihc2d" / "ihc.png"
-    if not path.exists():
-        raise SystemExit(f"real data not found at {path}: this benchmark runs on shared/data")
-    rgb = cv.cvtColor(cv.imread(str(path)), cv.COLOR_BGR2RGB)
-    big = cv.resize(np.tile(rgb, (4, 4, 1)), (side, side), interpolation=cv.INTER_LINEAR)
-    return np.ascontiguousarray(np.moveaxis(big, -1, 0))
+    return np.ascontiguousarray(np.moveaxis(ihc2d_tiled(side), -1, 0))
 
 
 def _grey(image: np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, best_time, load_seed, mni152, nuclei2d, peak_extra_bytes, table  # noqa: E402
+from _common import best_time, ihc2d_rgb, load_seed, mni152, nuclei2d, peak_extra_bytes, table  # noqa: E402
 
 from monai_shf.forest import (  # noqa: E402
     build_forest,
@@ -60,10 +60,7 @@ def _ratio(seed: float | None, ours: float) -> str:
 
 def ihc2d(side: int) -> tuple[np.ndarray, np.ndarray]:
     """Texture-rich RGB tissue ``(side, side, 3)`` uint8 and its float32 stain mask ``(side, side)``."""
-    path = DATA / "ihc2d" / "ihc.png"
-    if not path.exists():
-        raise SystemExit(f"real data not found at {path}: benchmarks run on shared/data")
-    tile = cv.cvtColor(cv.imread(str(path), cv.IMREAD_COLOR), cv.COLOR_BGR2RGB)
+    tile = ihc2d_rgb()
     tile = cv.resize(tile, (2 * tile.shape[1], 2 * tile.shape[0]), interpolation=cv.INTER_LINEAR)
     reps = -(-side // tile.shape[0])
     row = np.concatenate([tile if i % 2 == 0 else tile[:, ::-1] for i in range(reps)], axis=1)
