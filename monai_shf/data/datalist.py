@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,32 @@ def _generator_changed(root: Path, params: dict) -> bool:
     return False
 
 
+def _ensure_dataset(
+    root: Path,
+    params: dict,
+    num_train: int,
+    num_val: int,
+    paths: Callable[[int], tuple[Path, Path]],
+    make: Callable[[int, Path, Path], None],
+) -> dict[str, list]:
+    """Generate the missing (or, after a change of ``params``, all) cases ``make(i, image, label)`` at
+    ``paths(i)`` under ``root``, write ``datalist.json`` (relative paths) and return the datalist with
+    absolute paths; the first ``num_train`` cases train, the next ``num_val`` validate."""
+    root.mkdir(parents=True, exist_ok=True)
+    fresh = _generator_changed(root, params)
+    items = []
+    for i in range(num_train + num_val):
+        img_path, lab_path = paths(i)
+        img_path.parent.mkdir(parents=True, exist_ok=True)
+        lab_path.parent.mkdir(parents=True, exist_ok=True)
+        if fresh or not (img_path.exists() and lab_path.exists()):
+            make(i, img_path, lab_path)
+        items.append({"image": str(img_path.relative_to(root)), "label": str(lab_path.relative_to(root))})
+    datalist = {"training": items[:num_train], "validation": items[num_train:]}
+    _write_json(root / "datalist.json", datalist)
+    return _absolute(datalist, root)
+
+
 def ensure_synthetic_2d(
     dataset_dir: str | Path, num_train: int = 8, num_val: int = 2, size: int = 1024, seed: int = 0
 ) -> dict[str, list]:
@@ -58,26 +84,24 @@ def ensure_synthetic_2d(
     RGB PNG images of ``size x size`` with irregular tissue regions and fine boundaries; PNG labels
     (0 background, 1 tissue). Re-running reuses the files (they are regenerated when missing).
     """
-    root = Path(dataset_dir)
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    (root / "labels").mkdir(parents=True, exist_ok=True)
     from PIL import Image
 
-    fresh = _generator_changed(root, {"kind": "tissue_2d", "size": int(size), "seed": int(seed)})
-    items = []
-    for i in range(num_train + num_val):
-        img_path, lab_path = root / "images" / f"tissue_{i:03d}.png", root / "labels" / f"tissue_{i:03d}.png"
-        if fresh or not (img_path.exists() and lab_path.exists()):
-            image, label = synthetic_tissue_2d(size, seed=seed + i)
-            # PNG stores (row, col); MONAI's PIL reader returns (col, row), consistently for both keys
-            atomic_write(
-                img_path, lambda tmp, image=image: Image.fromarray(np.moveaxis(image, 0, -1)).save(tmp, format="PNG")
-            )
-            atomic_write(lab_path, lambda tmp, label=label: Image.fromarray(label[0]).save(tmp, format="PNG"))
-        items.append({"image": str(img_path.relative_to(root)), "label": str(lab_path.relative_to(root))})
-    datalist = {"training": items[:num_train], "validation": items[num_train:]}
-    _write_json(root / "datalist.json", datalist)
-    return _absolute(datalist, root)
+    root = Path(dataset_dir)
+
+    def make(i: int, img_path: Path, lab_path: Path) -> None:
+        image, label = synthetic_tissue_2d(size, seed=seed + i)
+        # PNG stores (row, col); MONAI's PIL reader returns (col, row), consistently for both keys
+        atomic_write(img_path, lambda tmp: Image.fromarray(np.moveaxis(image, 0, -1)).save(tmp, format="PNG"))
+        atomic_write(lab_path, lambda tmp: Image.fromarray(label[0]).save(tmp, format="PNG"))
+
+    return _ensure_dataset(
+        root,
+        {"kind": "tissue_2d", "size": int(size), "seed": int(seed)},
+        num_train,
+        num_val,
+        lambda i: (root / "images" / f"tissue_{i:03d}.png", root / "labels" / f"tissue_{i:03d}.png"),
+        make,
+    )
 
 
 def ensure_synthetic_3d(
@@ -88,21 +112,21 @@ def ensure_synthetic_3d(
     import nibabel as nib
 
     root = Path(dataset_dir)
-    (root / "imagesTr").mkdir(parents=True, exist_ok=True)
-    (root / "labelsTr").mkdir(parents=True, exist_ok=True)
     affine = np.diag([1.5, 1.5, 2.5, 1.0])
-    fresh = _generator_changed(root, {"kind": "organs_3d", "size": [int(s) for s in size], "seed": int(seed)})
-    items = []
-    for i in range(num_train + num_val):
-        img_path, lab_path = root / "imagesTr" / f"case_{i:03d}.nii.gz", root / "labelsTr" / f"case_{i:03d}.nii.gz"
-        if fresh or not (img_path.exists() and lab_path.exists()):
-            image, label = synthetic_organs_3d(tuple(size), seed=seed + i)
-            atomic_write(img_path, lambda tmp, image=image: nib.save(nib.Nifti1Image(image, affine), tmp))
-            atomic_write(lab_path, lambda tmp, label=label: nib.save(nib.Nifti1Image(label, affine), tmp))
-        items.append({"image": str(img_path.relative_to(root)), "label": str(lab_path.relative_to(root))})
-    datalist = {"training": items[:num_train], "validation": items[num_train:]}
-    _write_json(root / "datalist.json", datalist)
-    return _absolute(datalist, root)
+
+    def make(i: int, img_path: Path, lab_path: Path) -> None:
+        image, label = synthetic_organs_3d(tuple(size), seed=seed + i)
+        atomic_write(img_path, lambda tmp: nib.save(nib.Nifti1Image(image, affine), tmp))
+        atomic_write(lab_path, lambda tmp: nib.save(nib.Nifti1Image(label, affine), tmp))
+
+    return _ensure_dataset(
+        root,
+        {"kind": "organs_3d", "size": [int(s) for s in size], "seed": int(seed)},
+        num_train,
+        num_val,
+        lambda i: (root / "imagesTr" / f"case_{i:03d}.nii.gz", root / "labelsTr" / f"case_{i:03d}.nii.gz"),
+        make,
+    )
 
 
 def ensure_synthetic_slides(
@@ -118,18 +142,14 @@ def ensure_synthetic_slides(
     from monai_shf.slide import make_slide
 
     root = Path(dataset_dir)
-    (root / "slides").mkdir(parents=True, exist_ok=True)
-    fresh = _generator_changed(root, {"kind": "slides", "size": int(size), "seed": int(seed)})
-    items = []
-    for i in range(num_train + num_val):
-        img_path = root / "slides" / f"slide_{i:03d}.tif"
-        lab_path = root / "slides" / f"slide_{i:03d}_label.tif"
-        if fresh or not (img_path.exists() and lab_path.exists()):
-            make_slide(img_path, size, seed=seed + i, label_out=lab_path)
-        items.append({"image": str(img_path.relative_to(root)), "label": str(lab_path.relative_to(root))})
-    datalist = {"training": items[:num_train], "validation": items[num_train:]}
-    _write_json(root / "datalist.json", datalist)
-    return _absolute(datalist, root)
+    return _ensure_dataset(
+        root,
+        {"kind": "slides", "size": int(size), "seed": int(seed)},
+        num_train,
+        num_val,
+        lambda i: (root / "slides" / f"slide_{i:03d}.tif", root / "slides" / f"slide_{i:03d}_label.tif"),
+        lambda i, img_path, lab_path: make_slide(img_path, size, seed=seed + i, label_out=lab_path),
+    )
 
 
 def _absolute(datalist: dict[str, Any], base: Path) -> dict[str, Any]:
