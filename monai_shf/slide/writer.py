@@ -537,12 +537,14 @@ def write_slide_mask(
     mpp = like_mpp if mpp is None else mpp
     n = forest.num_leaves
     values = values[:, :n]
+    float_dtype = np.float64 if values.dtype == np.float64 else np.float32  # what float pred is rendered in
     if probabilities:
         if values.dtype.kind != "f":
             raise TypeError(f"probabilities=True needs float pred in [0, 1], got dtype {values.dtype}.")
         kind = "probabilities"
-        values = values.astype(np.float64 if values.dtype == np.float64 else np.float32, copy=False)
-        if not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1):
+        values = values.astype(float_dtype, copy=False)
+        # NaN and inf fail these comparisons too: no separate finiteness pass
+        if not (values.min() >= 0 and values.max() <= 1):
             raise ValueError("probabilities=True needs pred values in [0, 1] (apply softmax/sigmoid first).")
     elif values.dtype.kind in "biu":
         if k != 1:
@@ -559,7 +561,7 @@ def write_slide_mask(
         if k > 256:
             raise ValueError(f"at most 256 classes fit a uint8 mask, got K={k}.")
         kind = "scores"
-        values = values.astype(np.float64 if values.dtype == np.float64 else np.float32, copy=False)
+        values = values.astype(float_dtype, copy=False)
         check_finite(values, "pred")
     tile = check_int(tile, "tile", 16)
     shapes = pyramid_shapes(forest.spatial_shape, tile, None if levels is None else check_int(levels, "levels", 1))
