@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from monai.networks import layers as monai_layers
 from torch import nn
 
 from monai_shf.validation import check_int
@@ -184,21 +185,14 @@ class Mlp(nn.Module):
         return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
 
 
-class DropPath(nn.Module):
-    """Stochastic depth per sample (timm's ``DropPath``): while training, zero a residual branch for a
-    random ``drop_prob`` fraction of the batch and scale the rest by ``1 / (1 - drop_prob)``; identity in
-    ``eval()``. ``(B, ...)`` -> ``(B, ...)``."""
+class DropPath(monai_layers.DropPath):
+    """Stochastic depth per sample (MONAI's ``DropPath``, timm's): while training, zero a residual branch
+    for a random ``drop_prob`` fraction of the batch and scale the rest by ``1 / (1 - drop_prob)``;
+    identity in ``eval()``. ``(B, ...)`` -> ``(B, ...)``. ``drop_prob`` must be in ``[0, 1)`` (1 would
+    drop every branch and divide by zero)."""
 
     def __init__(self, drop_prob: float = 0.0) -> None:
-        super().__init__()
-        self.drop_prob = _check_rate(drop_prob, "drop_prob", upper_open=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.drop_prob == 0.0:
-            return x
-        keep = 1.0 - self.drop_prob
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
+        super().__init__(_check_rate(drop_prob, "drop_prob", upper_open=True))
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.drop_prob}"
