@@ -67,6 +67,20 @@ def slide_meta(slide: Slide) -> dict[str, Any]:
 class _SlideOptions:
     """The whole-slide options shared by :class:`SlidePatchd` and :class:`RandSlidePatchd`."""
 
+    def __init__(
+        self,
+        keys: KeysCollection,
+        length: int,
+        patch_size: int,
+        max_side: int = 8192,
+        forest_level: int | None = None,
+        backend: str = "auto",
+        **kwargs: Any,
+    ) -> None:
+        # the patcher's own constructor (HierarchicalPatchd or RandHierarchicalPatchd, next in the MRO)
+        super().__init__(keys, length, patch_size, **kwargs)
+        self._set_slide_options(max_side, forest_level, backend)
+
     def _set_slide_options(self, max_side: int, forest_level: int | None, backend: str) -> None:
         if self.score_key is not None:
             raise TypeError(f"{type(self).__name__} takes no score_key: the forest comes from the slide's own pyramid.")
@@ -145,37 +159,11 @@ class SlidePatchd(_SlideOptions, HierarchicalPatchd):
         backend: slide reader backend of :func:`~monai_shf.slide.open_slide`.
     """
 
-    def __init__(
-        self,
-        keys: KeysCollection,
-        length: int,
-        patch_size: int,
-        max_side: int = 8192,
-        forest_level: int | None = None,
-        backend: str = "auto",
-        **kwargs: Any,
-    ) -> None:
-        HierarchicalPatchd.__init__(self, keys, length, patch_size, **kwargs)
-        self._set_slide_options(max_side, forest_level, backend)
-
 
 class RandSlidePatchd(_SlideOptions, RandHierarchicalPatchd):
     """:class:`SlidePatchd` with the paper's random edge parameters per sample (training), seeded
     through ``set_random_state`` like :class:`RandHierarchicalPatchd`, whose arguments it takes
     (``kernel_sizes``, ``low_range``, ``threshold_gap``), plus ``max_side``, ``forest_level`` and ``backend``."""
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        length: int,
-        patch_size: int,
-        max_side: int = 8192,
-        forest_level: int | None = None,
-        backend: str = "auto",
-        **kwargs: Any,
-    ) -> None:
-        RandHierarchicalPatchd.__init__(self, keys, length, patch_size, **kwargs)
-        self._set_slide_options(max_side, forest_level, backend)
 
 
 def _forest_and_source(d: Mapping[Hashable, Any], key: Hashable, ref_key: str | None) -> tuple[Forest, str]:
