@@ -9,6 +9,8 @@ TORCH_SPEC ?= torch==2.13.0
 TORCHVISION_SPEC ?= torchvision==0.28.0
 TORCH_INDEX ?=
 PYTEST_ARGS ?= -n 2
+# the real images beside the repository (patch-demo, generated slides' tissue texture), when present
+export MONAI_SHF_DATA ?= $(wildcard $(abspath ../shared/data))
 
 .PHONY: venv lint format test demo bench clean
 

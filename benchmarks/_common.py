@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -15,6 +16,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 DATA = SHARED / "data"
+if DATA.is_dir():  # the library finds real data through $MONAI_SHF_DATA only
+    os.environ.setdefault("MONAI_SHF_DATA", str(DATA))
 
 
 def best_time(fn: Callable[[], Any], repeat: int = 3, warmup: int = 1) -> float:

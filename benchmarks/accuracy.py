@@ -221,7 +221,9 @@ def bundle_config(spatial_dims: int, overrides: dict[str, Any]):
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
-    parser.read_config(str(ROOT / "bundles" / f"shf_{spatial_dims}d_segmentation" / "configs" / "train.yaml"))
+    parser.read_config(
+        str(ROOT / "monai_shf" / "bundles" / f"shf_{spatial_dims}d_segmentation" / "configs" / "train.yaml")
+    )
     for key, value in overrides.items():
         parser[key] = value
     return parser

@@ -87,7 +87,7 @@ def _bundle_preprocessing(side: int):
 
     import monai_shf
 
-    config = Path(monai_shf.__file__).resolve().parents[1] / "bundles" / "shf_2d_segmentation" / "configs"
+    config = Path(monai_shf.__file__).resolve().parent / "bundles" / "shf_2d_segmentation" / "configs"
     parser = ConfigParser()
     parser.read_config(str(config / "inference.yaml"))
     parser["length"] = LENGTHS.get(side, 1024)

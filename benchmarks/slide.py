@@ -98,7 +98,7 @@ def generate_slide(path: Path, size: int, generator: str = "make_slide", tile: i
     """The benchmark slide: ``monai_shf.slide.make_slide`` (real tissue texture, with its label slide
     beside it), or ``generator="fast"``: :func:`fast_slide`."""
     if generator == "make_slide":
-        from monai_shf.slide import make_slide
+        from monai_shf.data import make_slide
 
         make_slide(path, size, tile=tile)
         return path

@@ -26,7 +26,6 @@ level, not by the slide's area (measured in ``benchmarks/slide.py``).
 from __future__ import annotations
 
 import os
-import resource
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,7 +34,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from monai_shf.bundles import bundle_path, list_bundles
 from monai_shf.slide import build_slide_forest, open_slide, serialize_slide, write_slide_mask
+from monai_shf.utils import peak_rss_bytes
 from monai_shf.validation import check_choice, check_int, check_output_path
 
 __all__ = [
@@ -50,8 +51,8 @@ __all__ = [
     "segment_slide",
 ]
 
-DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "shf_wsi_segmentation"
-"""The repository's whole-slide bundle (present in a clone, absent in an installed wheel)."""
+DEFAULT_BUNDLE = "shf_wsi_segmentation"
+"""The shipped whole-slide bundle that :func:`find_bundle` returns by default (package data)."""
 
 DEFAULT_SETTINGS: dict[str, Any] = {
     "length": 1024,
@@ -88,16 +89,13 @@ network and loading its weights)."""
 _CHECKPOINT_NAMES = ("best.pt", "latest.pt")
 
 
-def peak_rss_bytes() -> int:
-    """Peak resident set size of this process so far, in bytes (``getrusage``; Linux reports KiB)."""
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
 def find_bundle(bundle: str | os.PathLike | None = None) -> Path | None:
-    """The bundle folder to read: ``bundle`` (must hold ``configs/inference.yaml``), else the
-    repository's :data:`DEFAULT_BUNDLE` when present, else ``None`` (use :data:`DEFAULT_SETTINGS`)."""
+    """The bundle folder to read: ``bundle`` (a folder holding ``configs/inference.yaml``, or the name of a
+    shipped bundle, see :func:`monai_shf.bundles.list_bundles`), else the shipped :data:`DEFAULT_BUNDLE`."""
     if bundle is None:
-        return DEFAULT_BUNDLE if (DEFAULT_BUNDLE / "configs" / "inference.yaml").is_file() else None
+        bundle = DEFAULT_BUNDLE
+    if isinstance(bundle, str) and os.sep not in bundle and bundle in list_bundles():
+        return bundle_path(bundle)
     if not isinstance(bundle, (str, os.PathLike)):
         raise TypeError(f"bundle must be a folder path, got {type(bundle).__name__}.")
     path = Path(bundle)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_write", "find_real_data", "foreground_dice"]
+__all__ = ["DATA_ENV", "atomic_write", "find_real_data", "foreground_dice", "peak_rss_bytes"]
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
@@ -36,19 +37,38 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
             os.remove(tmp)
 
 
-def find_real_data(name: str, files: tuple[str, ...]) -> Path | None:
-    """The real-data folder ``name`` (e.g. ``"nuclei2d"``) holding every one of ``files``:
-    ``$MONAI_SHF_DATA/<name>``, else ``shared/data/<name>`` beside the repository or beside the current
-    directory; None when absent (callers fall back to generated data or skip)."""
-    candidates = []
-    if os.environ.get("MONAI_SHF_DATA"):
-        candidates.append(Path(os.environ["MONAI_SHF_DATA"]) / name)
-    repo = Path(__file__).resolve().parents[1]
-    candidates += [repo.parent / "shared" / "data" / name, Path.cwd().parent / "shared" / "data" / name]
-    for folder in candidates:
-        if all((folder / f).is_file() for f in files):
-            return folder
-    return None
+DATA_ENV = "MONAI_SHF_DATA"
+"""The environment variable naming the real-data root (folders such as ``nuclei2d/``, ``ihc2d/``)."""
+
+
+def find_real_data(name: str, files: tuple[str, ...], root: str | os.PathLike | None = None) -> Path | None:
+    """The real-data folder ``<root>/<name>`` holding every one of ``files``, the one place that
+    resolves it: ``root`` when given, else ``$MONAI_SHF_DATA``; ``None`` when neither is set or the
+    folder lacks a file, and callers then use the package's own generated data (or skip).
+
+    Raises:
+        ValueError: an explicit ``root`` whose ``name`` folder lacks one of ``files`` (a user's path is
+            never silently replaced by generated data).
+    """
+    base = root if root is not None else os.environ.get(DATA_ENV) or None
+    if base is None:
+        return None
+    folder = Path(base) / name
+    missing = [f for f in files if not (folder / f).is_file()]
+    if missing and root is not None:
+        raise ValueError(f"root {os.fspath(root)!r}: {folder} lacks {missing}.")
+    return None if missing else folder
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far, in bytes (``getrusage``: Linux reports KiB,
+    macOS bytes); ``-1`` where the ``resource`` module does not exist (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return -1
+    peak = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def foreground_dice(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> float:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# the library finds real data only through $MONAI_SHF_DATA (or an explicit root); the tests point it at
+# the shared/ folder beside the repository unless the caller set it
+if DATA.is_dir():
+    os.environ.setdefault("MONAI_SHF_DATA", str(DATA))
 
 
 def _need(path: Path) -> Path:

@@ -6,7 +6,8 @@ import json
 
 import numpy as np
 
-from monai_shf.cli import main, patching_demo
+from monai_shf.apps import patching_demo
+from monai_shf.cli import main
 from monai_shf.forest import build_forest
 from monai_shf.visualize import forest_overlay, panels, save_png, to_rgb
 
@@ -58,7 +59,7 @@ def test_demo_figure_shows_the_forest_the_pipeline_built(tmp_path):
     from monai.transforms import Compose, LoadImaged, ScaleIntensityRanged
     from PIL import Image
 
-    from monai_shf.cli import demo_figure
+    from monai_shf.apps import demo_figure
     from monai_shf.forest import Forest
     from monai_shf.transforms import HierarchicalPatchd
 

@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from monai_shf.cli import BUNDLE_2D, main, shf_figure
+from monai_shf.apps import shf_figure
+from monai_shf.bundles import bundle_path
+from monai_shf.cli import main
+
+BUNDLE_2D = bundle_path("shf_2d_segmentation")
 
 TINY = {
     "length": 64,

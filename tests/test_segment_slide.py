@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from monai_shf.bundles import bundle_path
 from monai_shf.cli import main
+from monai_shf.data import make_slide
 from monai_shf.inference import (
     DEFAULT_BUNDLE,
     SEGMENT_STAGES,
@@ -18,7 +20,7 @@ from monai_shf.inference import (
     segment_slide,
 )
 from monai_shf.networks import SHFViT
-from monai_shf.slide import build_slide_forest, make_slide, open_slide, serialize_slide, write_slide_mask
+from monai_shf.slide import build_slide_forest, open_slide, serialize_slide, write_slide_mask
 
 LENGTH, PATCH, CLASSES = 256, 8, 3
 TINY = {"hidden_size": 32, "mlp_dim": 64, "num_layers": 1, "num_heads": 2}
@@ -139,11 +141,11 @@ def test_untrained_weights_repeat_and_leave_the_rng_alone(bundle):
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
-def test_default_bundle_is_the_repository_wsi_bundle():
-    if not (DEFAULT_BUNDLE / "configs" / "inference.yaml").is_file():
-        assert find_bundle() is None  # built-in defaults
-    else:
-        assert find_bundle() == DEFAULT_BUNDLE
+def test_default_bundle_is_the_shipped_wsi_bundle(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # works from any folder: the bundle is package data
+    assert find_bundle() == bundle_path(DEFAULT_BUNDLE)
+    assert (find_bundle() / "configs" / "inference.yaml").is_file()
+    assert find_bundle("shf_wsi_segmentation") == bundle_path("shf_wsi_segmentation")
 
 
 @pytest.mark.parametrize(

@@ -14,10 +14,13 @@ from .datalist import (
 from .distributed import rank_partition
 from .readers import TIFF_SUFFIXES, TiffReader
 from .synthetic import synthetic_organs_3d, synthetic_tissue_2d
+from .synthetic_slides import SLIDE_CLASSES, make_slide
 
 __all__ = [
     "synthetic_tissue_2d",
     "synthetic_organs_3d",
+    "make_slide",
+    "SLIDE_CLASSES",
     "ensure_synthetic_2d",
     "ensure_synthetic_3d",
     "ensure_synthetic_slides",

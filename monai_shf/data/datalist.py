@@ -139,7 +139,7 @@ def ensure_synthetic_slides(
     written tile by tile by :func:`monai_shf.slide.make_slide` (seconds per 4K^2 slide). Re-running
     reuses the files (they are regenerated when missing or when the parameters change).
     """
-    from monai_shf.slide import make_slide
+    from .synthetic_slides import make_slide
 
     root = Path(dataset_dir)
     return _ensure_dataset(

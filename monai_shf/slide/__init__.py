@@ -4,7 +4,6 @@ level matching each leaf, and tile-by-tile masks. No MONAI import in the core (s
 from .forest import build_slide_forest, forest_grid, slide_edge_map
 from .metrics import slide_confusion, slide_dice
 from .reader import DEFAULT_CACHE_BYTES, SLIDE_BACKENDS, Slide, TiffSlide, open_slide
-from .synthetic import SLIDE_CLASSES, make_slide
 from .tokens import leaf_levels, serialize_slide
 from .writer import COMPRESSIONS, level_sample_index, pyramid_shapes, write_pyramid, write_slide_mask
 
@@ -26,6 +25,4 @@ __all__ = [
     "pyramid_shapes",
     "level_sample_index",
     "COMPRESSIONS",
-    "make_slide",
-    "SLIDE_CLASSES",
 ]

@@ -8,7 +8,8 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-ROOT = Path(__file__).resolve().parents[2]
+from monai_shf.bundles import bundle_path
+
 TINY_NET = {
     "network_def#hidden_size": 32,
     "network_def#mlp_dim": 64,
@@ -36,7 +37,7 @@ def _vit_file(path: Path) -> dict[str, torch.Tensor]:
 
 def _network(kind: str, **overrides) -> torch.nn.Module:
     parser = ConfigParser()
-    parser.read_config(str(ROOT / "bundles" / f"shf_{kind}_segmentation" / "configs" / "train.yaml"))
+    parser.read_config(str(bundle_path(f"shf_{kind}_segmentation") / "configs" / "train.yaml"))
     parser.update({**TINY_NET, "length": 16, "device": "$torch.device('cpu')", **overrides})
     return parser.get_parsed_content("network")
 
@@ -53,7 +54,7 @@ def test_bundle_loads_the_pretrained_file(kind, tmp_path):
     in_channels = 3 if kind == "2d" else 1  # the patch kernel follows the bundle's channels and dimension
     patch_size = net.patch_size
     assert net.token_embed.proj.weight.shape == (32, in_channels * patch_size ** (2 if kind == "2d" else 3))
-    multi_gpu = (ROOT / "bundles" / f"shf_{kind}_segmentation" / "configs" / "multi_gpu_train.yaml").read_text()
+    multi_gpu = (bundle_path(f"shf_{kind}_segmentation") / "configs" / "multi_gpu_train.yaml").read_text()
     assert "@network_init" in multi_gpu  # distributed training loads the same weights
 
 

@@ -15,8 +15,10 @@ import torch
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow, ckpt_export, verify_net_in_out
 
+from monai_shf.bundles import bundle_path
+
 ROOT = Path(__file__).resolve().parents[2]
-BUNDLES = {"2d": ROOT / "bundles" / "shf_2d_segmentation", "3d": ROOT / "bundles" / "shf_3d_segmentation"}
+BUNDLES = {"2d": bundle_path("shf_2d_segmentation"), "3d": bundle_path("shf_3d_segmentation")}
 TINY_NET = {
     "network_def#hidden_size": 32,
     "network_def#mlp_dim": 64,

@@ -15,10 +15,11 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
+from monai_shf.bundles import bundle_path
 from monai_shf.slide import open_slide, slide_dice
 
 ROOT = Path(__file__).resolve().parents[2]
-BUNDLE = ROOT / "bundles" / "shf_wsi_segmentation"
+BUNDLE = bundle_path("shf_wsi_segmentation")
 TINY = {
     "num_train": 2,
     "num_val": 1,

@@ -1,7 +1,7 @@
 """Generated pyramidal test slides from real tissue texture: :func:`make_slide`.
 
 A slide of any size is rendered tile by tile (through :func:`~monai_shf.slide.writer.write_pyramid`)
-from one small real image, ``shared/data/ihc2d/ihc.png`` (immunohistochemistry of colonic glands,
+from one small real image, ``ihc2d/ihc.png`` of the real-data root (:func:`monai_shf.utils.find_real_data`) (immunohistochemistry of colonic glands,
 haematoxylin + DAB), so that edge statistics, stain colours and structure sizes are those of real
 tissue while no slide is ever held in memory:
 
@@ -34,10 +34,9 @@ from typing import Any
 import cv2 as cv
 import numpy as np
 
+from monai_shf.slide import level_sample_index, pyramid_shapes, write_pyramid
 from monai_shf.utils import find_real_data
 from monai_shf.validation import check_int, check_output_path
-
-from .writer import level_sample_index, pyramid_shapes, write_pyramid
 
 __all__ = ["make_slide", "find_ihc2d", "tissue_texture", "SLIDE_CLASSES"]
 

@@ -1,4 +1,4 @@
-"""Tests of monai_shf.slide.synthetic: generated pyramidal slides from real tissue texture."""
+"""Tests of monai_shf.data.synthetic_slides: generated pyramidal slides from real tissue texture."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import tifffile
 
 from monai_shf.cli import main
-from monai_shf.slide import make_slide
-from monai_shf.slide import synthetic as synthetic_module
+from monai_shf.data import make_slide
+from monai_shf.data import synthetic_slides as synthetic_module
 from monai_shf.slide.writer import level_sample_index
 
 HAS_IHC = synthetic_module.find_ihc2d() is not None

@@ -1,0 +1,6 @@
+"""Applications built on the library (what ``monai-shf`` commands run): demos and figures."""
+
+from .demo import demo_figure, find_nuclei2d, patching_demo, training_demo
+from .figure import shf_figure
+
+__all__ = ["training_demo", "patching_demo", "demo_figure", "find_nuclei2d", "shf_figure"]
