@@ -254,12 +254,12 @@ class TokenMethod:
 
         d = case.spatial_dims
         probe = bundle_config(d, {})
-        p = cfg.patch_size or int(probe["patch_size"])
+        p = cfg.patch_size or int(probe["forest#patch_size"])
         grid_tokens = int(np.prod([s // p for s in case.train_image.shape[1:]]))
         length = grid_tokens if kind == "grid_full" else (cfg.length or max(1, grid_tokens // 4))
         overrides = {
-            "length": length,
-            "patch_size": p,
+            "forest#length": length,
+            "forest#patch_size": p,
             "num_classes": case.num_classes,
             "in_channels": case.train_image.shape[0],
             **cfg.overrides,
@@ -284,7 +284,7 @@ class TokenMethod:
                 mode=["area", "fraction"],
                 num_classes=[None, case.num_classes],
                 padding_value=[0, self.ignore_index],
-                min_size=p if kind == "grid_full" else int(parser["min_size"]),
+                min_size=p if kind == "grid_full" else int(parser["forest#min_size"]),
                 score_key="score",
             )
             if kind == "grid_l":

@@ -85,12 +85,11 @@ def _forest(image: np.ndarray, side: int):
 def _bundle_preprocessing(side: int):
     from monai.bundle import ConfigParser
 
-    import monai_shf
+    from monai_shf.bundles import bundle_path
 
-    config = Path(monai_shf.__file__).resolve().parent / "bundles" / "shf_2d_segmentation" / "configs"
     parser = ConfigParser()
-    parser.read_config(str(config / "inference.yaml"))
-    parser["length"] = LENGTHS.get(side, 1024)
+    parser.read_config(str(bundle_path("shf_2d_segmentation") / "configs" / "inference.yaml"))
+    parser["forest#length"] = LENGTHS.get(side, 1024)
     return parser.get_parsed_content("preprocessing")
 
 

@@ -16,7 +16,7 @@ from monai_shf.cli import main
 BUNDLE_2D = bundle_path("shf_2d_segmentation")
 
 TINY = {
-    "length": 64,
+    "forest#length": 64,
     "network_def#hidden_size": 32,
     "network_def#mlp_dim": 64,
     "network_def#num_layers": 1,
@@ -71,8 +71,8 @@ def test_figure_with_checkpoint_adds_the_prediction(tmp_path, capsys):
     lower_right = figure[figure.shape[0] // 2 + 40 :, -200:]
     assert (lower_right != 255).any()
     # a checkpoint of another network size is refused with a clear message
-    with pytest.raises(ValueError, match="does not match the bundle's network_def"):
-        shf_figure(image, label, tmp_path / "x.png", checkpoint=checkpoint, overrides={"length": 64})
+    with pytest.raises(ValueError, match="does not fit the network"):
+        shf_figure(image, label, tmp_path / "x.png", checkpoint=checkpoint, overrides={"forest#length": 128})
 
 
 def test_figure_refuses_bad_input(tmp_path):

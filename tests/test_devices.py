@@ -13,7 +13,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd
 
-import monai_shf.transforms.functional as functional
+import monai_shf.forest.tree as tree
 from monai_shf.forest import build_forest, deserialize, edge_map, serialize, soft_edge_map
 from monai_shf.networks import SHFViT
 from monai_shf.transforms import Depatch, Depatchd, EdgeMap, HierarchicalPatch, HierarchicalPatchd
@@ -64,7 +64,7 @@ def test_edges_reach_the_build_as_host_numpy(device, monkeypatch):
         seen.append(score)
         return build_forest(score, *args, **kwargs)
 
-    monkeypatch.setattr(functional, "build_forest", spy)
+    monkeypatch.setattr(tree, "build_forest", spy)
     forest = HierarchicalPatch(LENGTH, PATCH).build(_on(device, _image()))
     assert len(seen) == 1 and isinstance(seen[0], np.ndarray) and seen[0].dtype == np.uint8
     assert forest == build_forest(soft_edge_map(_image()), LENGTH, patch_size=PATCH)

@@ -26,22 +26,23 @@ LENGTH, PATCH, CLASSES = 256, 8, 3
 TINY = {"hidden_size": 32, "mlp_dim": 64, "num_layers": 1, "num_heads": 2}
 
 INFERENCE_YAML = f"""
-length: {LENGTH}
-patch_size: {PATCH}
-min_size: 2
+forest:
+  length: {LENGTH}
+  patch_size: {PATCH}
+  min_size: 2
+  max_side: 512
+  kernel_size: 3
+  thresholds: [50, 100]
+  channel_reduction: max
 in_channels: 3
 num_classes: {CLASSES}
-max_side: 512
-kernel_size: 3
-thresholds: [50, 100]
-edge_channel_reduction: max
 intensity_range: [0, 255]
 network_def:
   _target_: monai_shf.networks.SHFViT
   in_channels: "@in_channels"
   out_channels: "@num_classes"
-  patch_size: "@patch_size"
-  length: "@length"
+  patch_size: "@forest#patch_size"
+  length: "@forest#length"
   spatial_dims: 2
   hidden_size: {TINY["hidden_size"]}
   mlp_dim: {TINY["mlp_dim"]}
@@ -139,6 +140,71 @@ def test_untrained_weights_repeat_and_leave_the_rng_alone(bundle):
     second = load_network(load_settings(bundle), None, torch.device("cpu")).state_dict()
     assert torch.equal(torch.random.get_rng_state(), state)
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+# a bundle config of 0.1: the forest options at the top level, under their old names
+LEGACY_YAML = f"""
+length: {LENGTH}
+patch_size: {PATCH}
+min_size: 2
+max_side: 512
+kernel_size: 3
+thresholds: [50, 100]
+split_criterion: edges
+edge_channel_reduction: max
+in_channels: 3
+num_classes: {CLASSES}
+intensity_range: [0, 255]
+network_def:
+  _target_: monai_shf.networks.SHFViT
+  in_channels: "@in_channels"
+  out_channels: "@num_classes"
+  patch_size: "@patch_size"
+  length: "@length"
+  spatial_dims: 2
+  hidden_size: {TINY["hidden_size"]}
+  mlp_dim: {TINY["mlp_dim"]}
+  num_layers: {TINY["num_layers"]}
+  num_heads: {TINY["num_heads"]}
+"""
+
+
+def test_one_spec_gives_one_forest_in_every_layer(slide_path, bundle, tmp_path):
+    """The same spec gives the same forest through build_forest, HierarchicalPatchd, SlidePatchd and
+    segment_slide (here on a slide small enough that max_side covers level 0)."""
+    from monai_shf.forest import ForestSpec, build_forest, soft_edge_map
+    from monai_shf.transforms import HierarchicalPatchd
+    from monai_shf.transforms.slide import SlidePatchd
+
+    spec = ForestSpec.create(length=LENGTH, patch_size=PATCH, max_side=2048, criterion="edges", kernel_size=5)
+    with open_slide(slide_path) as source:
+        image = source.read(0, (0, 0), source.shape)
+    direct = build_forest(soft_edge_map(image, 5), spec)
+    patched = HierarchicalPatchd("image", spec=spec)({"image": image})
+    sliding = SlidePatchd("image", spec=spec)({"image": str(slide_path)})
+    overrides = {f"forest#{k}": v for k, v in {"max_side": 2048, "criterion": "edges", "kernel_size": 5}.items()}
+    result = segment_slide(slide_path, tmp_path / "m.tif", bundle=bundle, untrained=True, overrides=overrides)
+    assert result["spec"] == spec
+    assert result["forest"] == direct
+    assert torch.equal(patched["geom"], torch.from_numpy(direct.geom()))
+    assert torch.equal(sliding["geom"], torch.from_numpy(direct.geom()))
+    # a misspelled option is an error in every layer, never ignored
+    with pytest.raises(ValueError, match="did you mean 'criterion'"):
+        HierarchicalPatchd("image", spec=spec, criterium="edges")
+    with pytest.raises(ValueError, match="now called 'criterion'"):
+        build_slide_forest(slide_path, spec, split_criterion="edges")
+    with pytest.raises(ValueError, match="unknown forest option"):
+        segment_slide(slide_path, tmp_path / "x.tif", bundle=bundle, untrained=True, overrides={"forest#kernel": 3})
+    with pytest.raises(ValueError, match="no such config id"):
+        segment_slide(slide_path, tmp_path / "x.tif", bundle=bundle, untrained=True, overrides={"lenght": 3})
+
+
+def test_bundle_config_of_0_1_is_converted_with_a_warning(slide_path, bundle, tmp_path):
+    (bundle / "configs" / "inference.yaml").write_text(LEGACY_YAML)
+    with pytest.warns(UserWarning, match="Move them into a forest: mapping"):
+        result = segment_slide(slide_path, tmp_path / "m.tif", bundle=bundle, untrained=True, length=LENGTH)
+    assert result["spec"].criterion == "edges" and result["spec"].max_side == 512
+    assert result["leaves"] <= LENGTH
 
 
 def test_default_bundle_is_the_shipped_wsi_bundle(tmp_path, monkeypatch):

@@ -40,11 +40,17 @@ def patching_demo(
     criterion: str = "error",
 ) -> dict:
     from monai_shf.data import synthetic_tissue_2d
-    from monai_shf.forest import EDGE_KINDS, build_forest, deserialize, score_map, serialize
-    from monai_shf.validation import check_choice
+    from monai_shf.forest import ForestSpec, build_forest, deserialize, score_map, serialize
     from monai_shf.visualize import forest_overlay, panels, save_png, to_rgb
 
-    edge_kind = check_choice(edge_kind, "edge_kind", EDGE_KINDS)
+    spec = ForestSpec.create(
+        length=length,
+        patch_size=patch_size,
+        kernel_size=kernel_size,
+        thresholds=thresholds,
+        edge_kind=edge_kind,
+        criterion=criterion,
+    )
     folder = find_nuclei2d()
     if folder is not None:
         import tifffile
@@ -58,9 +64,9 @@ def patching_demo(
         source = "generated tissue image 1024x1024 (shared/data not found)"
     t0 = time.perf_counter()
     # soft edges + the expected-error criterion: the transforms' defaults; canny + edges: the paper's
-    edges = score_map(image, edge_kind, kernel_size, thresholds)
+    edges = score_map(image, spec.edges)
     t1 = time.perf_counter()
-    forest = build_forest(edges, length, criterion=criterion, patch_size=patch_size)
+    forest = build_forest(edges, spec)
     t2 = time.perf_counter()
     tokens = serialize(image, forest, patch_size)
     soft = serialize(label, forest, patch_size, mode="fraction", num_classes=2)

@@ -8,16 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
-from monai_shf.bundles import bundle_path
+from monai_shf.bundles import apply_overrides, bundle_path
 from monai_shf.utils import foreground_dice
 
 __all__ = ["shf_figure"]
 
 
 def _figure_network(parser, checkpoint: Path, in_channels: int):
-    """The bundle's ``network_def`` with the weights of ``checkpoint`` (a state dict, or a bundle
-    checkpoint holding one under ``"model"``); loaded as data (``weights_only=True``)."""
-    import torch
+    """The bundle's ``network_def`` with the weights of ``checkpoint`` (:func:`~monai_shf.networks.load_checkpoint`)."""
+    from monai_shf.networks import load_checkpoint
 
     expected = int(parser["in_channels"])
     if in_channels != expected:
@@ -25,21 +24,7 @@ def _figure_network(parser, checkpoint: Path, in_channels: int):
             f"the image has {in_channels} channel(s) but the bundle's network takes in_channels={expected}; "
             "pass --set in_channels=N as the checkpoint was trained."
         )
-    network = parser.get_parsed_content("network_def")
-    try:
-        state = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable file: say which one
-        raise ValueError(f"could not read checkpoint {checkpoint}: {error}") from error
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    try:
-        network.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as error:
-        raise ValueError(
-            f"checkpoint {checkpoint} does not match the bundle's network_def (train it with this bundle, or pass "
-            f"the same --set overrides it was trained with): {str(error).splitlines()[0]}"
-        ) from error
-    return network.eval()
+    return load_checkpoint(parser.get_parsed_content("network_def"), checkpoint).eval()
 
 
 def shf_figure(
@@ -85,8 +70,7 @@ def shf_figure(
             raise ValueError(f"{what} file not found: {path}")
     parser = ConfigParser()
     parser.read_config(str(config))
-    for key, value in (overrides or {}).items():
-        parser[key] = value
+    apply_overrides(parser, overrides, config)
     steps = parser.get_parsed_content("validate#preprocessing").transforms
     at = next((i for i, t in enumerate(steps) if isinstance(t, HierarchicalPatchd)), None)
     if at is None:

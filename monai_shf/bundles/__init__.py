@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
-__all__ = ["BUNDLE_FILES", "list_bundles", "bundle_path", "export_bundle"]
+__all__ = ["BUNDLE_FILES", "list_bundles", "bundle_path", "export_bundle", "apply_overrides"]
 
 BUNDLE_FILES = ("configs/metadata.json", "configs/inference.yaml", "LICENSE")
 """Files every shipped bundle has (what makes a folder of this package a bundle)."""
@@ -80,3 +82,24 @@ def export_bundle(name: str, dest: str | os.PathLike, overwrite: bool = False) -
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def apply_overrides(parser: Any, overrides: Mapping[str, Any] | None, config: str | os.PathLike = "the config") -> Any:
+    """Set config ``overrides`` (ids such as ``"network_def#hidden_size"`` or ``"forest#length"``) on a
+    ``monai.bundle.ConfigParser``; returns it.
+
+    An id the config lacks is a ``ValueError`` naming it and ``config`` (a misspelled override is never
+    silently added as a new, unused entry); under ``forest`` any option of
+    :class:`~monai_shf.forest.ForestSpec` may be set, and an unknown or invalid one fails here.
+    """
+    from monai_shf.forest import ForestSpec
+
+    for key, value in (overrides or {}).items():
+        head, _, option = str(key).partition("#")
+        forest_option = head == "forest" and option and "#" not in option and "forest" in parser
+        if key not in parser and not forest_option:
+            raise ValueError(f"override {key!r}: {os.fspath(config)} has no such config id.")
+        if forest_option:
+            ForestSpec.create({"length": 1}, **{option: value})  # an unknown or invalid option fails here
+        parser[key] = value
+    return parser

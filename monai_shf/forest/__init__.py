@@ -1,17 +1,6 @@
 """Pure geometry of SHF patching (numpy/torch/OpenCV/ITK, never MONAI)."""
 
-from .edges import (
-    CHANNEL_REDUCTIONS,
-    EDGE_KINDS,
-    EDGE_METHODS,
-    canny_bands,
-    check_edge_args,
-    edge_map,
-    score_map,
-    soft_edge_bands,
-    soft_edge_map,
-    to_uint8,
-)
+from .edges import canny_bands, edge_map, score_map, soft_edge_bands, soft_edge_map, to_uint8
 from .resample import (
     DESERIALIZE_MODES,
     SERIALIZE_MODES,
@@ -21,11 +10,27 @@ from .resample import (
     resample_matrix,
     serialize,
 )
-from .tree import FILL_MODES, SPLIT_CRITERIA, Forest, build_forest, check_fill
+from .spec import (
+    CHANNEL_REDUCTIONS,
+    EDGE_KINDS,
+    EDGE_METHODS,
+    EDGE_OPTIONS,
+    FILL_MODES,
+    FOREST_OPTIONS,
+    RENAMED_OPTIONS,
+    SPLIT_CRITERIA,
+    EdgeSpec,
+    ForestSpec,
+    check_edge_args,
+)
+from .tree import Forest, build_forest, edge_forest
 
 __all__ = [
     "Forest",
+    "ForestSpec",
+    "EdgeSpec",
     "build_forest",
+    "edge_forest",
     "serialize",
     "deserialize",
     "label_dtype",
@@ -38,7 +43,9 @@ __all__ = [
     "canny_bands",
     "to_uint8",
     "check_edge_args",
-    "check_fill",
+    "FOREST_OPTIONS",
+    "EDGE_OPTIONS",
+    "RENAMED_OPTIONS",
     "FILL_MODES",
     "SPLIT_CRITERIA",
     "SERIALIZE_MODES",

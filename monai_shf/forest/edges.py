@@ -51,6 +51,8 @@ import torch
 
 from monai_shf.validation import check_array, check_choice, check_int, to_numpy
 
+from .spec import CHANNEL_REDUCTIONS, EDGE_METHODS, EdgeSpec, check_edge_args
+
 __all__ = [
     "score_map",
     "edge_map",
@@ -58,17 +60,11 @@ __all__ = [
     "soft_edge_bands",
     "canny_bands",
     "to_uint8",
-    "check_edge_args",
-    "EDGE_METHODS",
-    "CHANNEL_REDUCTIONS",
 ]
 
-EDGE_METHODS = ("itk", "slicewise")
-EDGE_KINDS = ("soft", "canny")
 # A step edge's 3x3 Sobel L1 response (what OpenCV's Canny thresholds) is about 8x its
 # central-difference gradient magnitude (what soft edges measure): soft edges saturate at ``low / 8``.
 _SOBEL_TO_GRADIENT = 8.0
-CHANNEL_REDUCTIONS = ("max", "mean")
 # edge_map's bands: 1/32 of the image (two bands are in flight, one per thread: peak memory stays a small
 # fraction of the image's), but at least 0.5 Mpx (two Canny passes and the labelling per band cost more than
 # one whole-image Canny on small bands; an image of up to 1 Mpx is one band, i.e. plain cv.Canny) and at most
@@ -107,20 +103,6 @@ def to_uint8(image: np.ndarray, lo: float | None = None, hi: float | None = None
     np.rint(scaled, out=scaled)
     np.clip(scaled, 0, 255, out=scaled)
     return scaled.astype(np.uint8)
-
-
-def check_edge_args(kernel_size: Any, thresholds: Any) -> tuple[int, float, float]:
-    """``(k, low, high)`` from a Gaussian ``kernel_size`` (odd, >= 1) and Canny ``thresholds``
-    ``(low, high)`` with ``0 <= low <= high``, or a ``ValueError``/``TypeError`` naming the argument."""
-    k = check_int(kernel_size, "kernel_size", 1)
-    if k % 2 == 0:
-        raise ValueError(f"kernel_size must be odd (a Gaussian kernel side), got {k}.")
-    if not isinstance(thresholds, (Sequence, np.ndarray)) or len(thresholds) != 2:
-        raise TypeError(f"thresholds must be a pair (low, high), got {thresholds!r}.")
-    low, high = (float(t) for t in thresholds)
-    if not (np.isfinite(low) and np.isfinite(high)) or low < 0 or high < low:
-        raise ValueError(f"thresholds must satisfy 0 <= low <= high, got {tuple(thresholds)}.")
-    return k, low, high
 
 
 def _canny_2d(planes: np.ndarray, k: int, low: float, high: float) -> np.ndarray:
@@ -406,7 +388,7 @@ def edge_map(
     kernel_size: int = 3,
     thresholds: Sequence[float] = (50, 100),
     channel_reduction: str = "max",
-    method: str = "itk",
+    edge_method: str = "itk",
 ) -> Any:
     """Edge map of a channel-first image, the score map of :func:`~monai_shf.forest.build_forest`.
 
@@ -419,7 +401,7 @@ def edge_map(
         kernel_size: odd Gaussian kernel side (1 = no blur). The paper draws from {1, 3, 5, 7}.
         thresholds: Canny ``(low, high)`` hysteresis thresholds on the 8-bit scale.
         channel_reduction: ``"max"`` or ``"mean"`` (2D), see the module docstring.
-        method: 3D operator, ``"itk"`` (N-D Canny) or ``"slicewise"``; ignored in 2D.
+        edge_method: 3D operator, ``"itk"`` (N-D Canny) or ``"slicewise"``; ignored in 2D.
 
     Returns:
         ``(H, W)`` / ``(H, W, D)`` bool edge map, numpy for numpy input, a tensor on the input's
@@ -429,7 +411,7 @@ def edge_map(
     check_array(image, "image", ndims=(3, 4))
     k, low, high = check_edge_args(kernel_size, thresholds)
     reduction = check_choice(channel_reduction, "channel_reduction", CHANNEL_REDUCTIONS)
-    method = check_choice(method, "method", EDGE_METHODS)
+    method = check_choice(edge_method, "edge_method", EDGE_METHODS)
     x = to_numpy(image)
     if x.ndim == 3:
         h, w = x.shape[1:]
@@ -608,16 +590,12 @@ def soft_edge_map(
     return edges
 
 
-def score_map(
-    image: Any,
-    kind: str = "soft",
-    kernel_size: int = 3,
-    thresholds: Sequence[float] = (50, 100),
-    channel_reduction: str = "max",
-    method: str = "itk",
-) -> Any:
-    """The forest's score map of ``image`` of one of :data:`EDGE_KINDS`: :func:`soft_edge_map` (``"soft"``,
-    uint8; ``method`` unused) or :func:`edge_map` (``"canny"``, bool; ``method`` is its 3D operator)."""
-    if check_choice(kind, "kind", EDGE_KINDS) == "soft":
-        return soft_edge_map(image, kernel_size, thresholds, channel_reduction)
-    return edge_map(image, kernel_size, thresholds, channel_reduction, method)
+def score_map(image: Any, edges: EdgeSpec | None = None) -> Any:
+    """The forest's score map of ``image`` ``(C, *spatial)`` as ``edges`` says (default :class:`EdgeSpec`):
+    :func:`soft_edge_map` (``edge_kind="soft"``, uint8) or :func:`edge_map` (``"canny"``, bool)."""
+    edges = EdgeSpec() if edges is None else edges
+    if not isinstance(edges, EdgeSpec):
+        raise TypeError(f"edges must be an EdgeSpec, got {type(edges).__name__}.")
+    if edges.edge_kind == "soft":
+        return soft_edge_map(image, edges.kernel_size, edges.thresholds, edges.channel_reduction)
+    return edge_map(image, edges.kernel_size, edges.thresholds, edges.channel_reduction, edges.edge_method)

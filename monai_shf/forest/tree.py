@@ -53,22 +53,21 @@ from __future__ import annotations
 
 import itertools
 import math
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from monai_shf.validation import check_array, check_choice, check_int, to_numpy
+from monai_shf.validation import check_array, check_int, to_numpy
 
-__all__ = ["Forest", "build_forest", "check_fill", "FILL_MODES", "SPLIT_CRITERIA"]
+from .edges import score_map
+from .spec import ForestSpec
 
-FILL_MODES = ("uniform", "pad")
+__all__ = ["Forest", "build_forest", "edge_forest"]
+
 # deprecated names of fill modes ("area" also names the serialisation mode: a different thing)
-_FILL_ALIASES = {"area": "uniform"}
 # split priorities of build_forest; the first is the default
-SPLIT_CRITERIA = ("error", "edges")
 
 
 @dataclass(frozen=True, eq=False)
@@ -451,66 +450,29 @@ def _as_score(score: Any) -> np.ndarray:
     return s
 
 
-def check_fill(fill: Any) -> str:
-    """``fill`` as one of :data:`FILL_MODES`; the deprecated ``"area"`` (now ``"uniform"``) is
-    accepted with a ``DeprecationWarning``; anything else is a ``ValueError``/``TypeError``."""
-    if isinstance(fill, str) and fill in _FILL_ALIASES:
-        new = _FILL_ALIASES[fill]
-        warnings.warn(
-            f'fill="{fill}" is deprecated, use fill="{new}" (uniform refinement of the largest leaves).',
-            DeprecationWarning,
-            stacklevel=3,
-        )
-        return new
-    return check_choice(fill, "fill", FILL_MODES)
-
-
-def build_forest(
-    score: Any,
-    length: int,
-    min_size: int = 2,
-    fill: str = "uniform",
-    criterion: str = "error",
-    patch_size: int | None = None,
-    area_prior: float = 0.0,
-) -> Forest:
-    """Build the hierarchical forest of ``score`` with exactly ``length`` tokens.
+def build_forest(score: Any, spec: ForestSpec | Mapping[str, Any] | int | None = None, **options: Any) -> Forest:
+    """Build the hierarchical forest of ``score`` with exactly ``spec.length`` tokens.
 
     Args:
         score: spatial ``(H, W)`` or ``(H, W, D)`` non-negative array or tensor, typically the
             :func:`~monai_shf.forest.soft_edge_map` of the image (uint8, 255 per full edge pixel: the
             transforms' default) or its :func:`~monai_shf.forest.edge_map` (bool Canny edges, the
             paper's: a node's score is its edge-pixel count). Not modified.
-        length: the token budget ``L >= 1``.
-        min_size: smallest leaf side in pixels (``>= 1``); must not exceed every side of the image.
-        fill: what to do with budget left when no leaf with a positive priority can be split:
-            ``"uniform"`` (default) refines the largest leaves, ``"pad"`` leaves padding tokens
-            (``"area"``: deprecated name of ``"uniform"``).
-        criterion: the split priority, one of :data:`SPLIT_CRITERIA`. ``"error"`` (default): the
-            depatching error a split removes, ``score * side + area_prior * volume`` (``side`` the
-            node's longest side), zero once ``side <= patch_size``. ``"edges"``: the paper's, the
-            score alone. See the module docstring.
-        patch_size: token side ``p`` the leaves will be resampled to (``"error"`` only): nodes whose
-            longest side is at most ``p`` are already at full resolution and are split only by
-            ``fill``. ``None``: no such cap.
-        area_prior: ``"error"`` only, ``>= 0``: how likely an edge-free node hides a boundary the
-            score missed, as a fraction of one boundary crossing it (0: trust the score; 1: an
-            edge-free node weighs like a node crossed by one boundary, close to a uniform grid).
+        spec: the :class:`~monai_shf.forest.ForestSpec` (or a mapping of its options, or the length ``L``
+            alone). Used here: ``length``, ``min_size`` (must not exceed every side of the image),
+            ``fill``, ``criterion`` (``"error"``: the depatching error a split removes,
+            ``score * side + area_prior * volume``, zero once ``side <= patch_size``; ``"edges"``: the
+            paper's, the score alone; see the module docstring), ``patch_size`` and ``area_prior``. Its
+            edge options and pyramid options describe how ``score`` was made and are not used here.
+        options: forest options set on top of ``spec`` (e.g. ``build_forest(edges, 1024, min_size=4)``).
 
     Returns:
         the :class:`Forest`, leaves in Z-order.
     """
+    spec = ForestSpec.create(spec, **options)
     s = _as_score(score)
-    length = check_int(length, "length", 1)
-    min_size = check_int(min_size, "min_size", 1)
-    fill = check_fill(fill)
-    criterion = check_choice(criterion, "criterion", SPLIT_CRITERIA)
-    if patch_size is not None:
-        patch_size = check_int(patch_size, "patch_size", 1)
-    if isinstance(area_prior, bool) or not isinstance(area_prior, (int, float, np.integer, np.floating)):
-        raise TypeError(f"area_prior must be a real number, got {type(area_prior).__name__}.")
-    if not math.isfinite(area_prior) or area_prior < 0:
-        raise ValueError(f"area_prior must be a finite number >= 0, got {area_prior}.")
+    length, min_size, fill, criterion = spec.length, spec.min_size, spec.fill, spec.criterion
+    patch_size, area_prior = spec.patch_size, spec.area_prior
     shape = s.shape
     if min_size > max(shape):
         raise ValueError(f"min_size ({min_size}) is larger than every side of the image {tuple(shape)}.")
@@ -535,6 +497,30 @@ def build_forest(
         split = split.concat(_fill_splits(grid, split, max_splits - split.size))
     starts, ends = grid.leaves(split)
     return Forest._from_build(starts, ends - starts, tuple(int(x) for x in shape), length)
+
+
+def edge_forest(
+    image: Any, spec: ForestSpec | Mapping[str, Any] | int | None = None, score: Any = None, **options: Any
+) -> Forest:
+    """The forest of a ``(C, *spatial)`` image: its score map (``spec.edges``, or the given ``score``), then
+    :func:`build_forest` with ``spec`` (plus ``options``, flat names).
+
+    ``score`` may be ``(*spatial)`` or ``(1, *spatial)``; when given, no edges are computed. A device tensor
+    is copied to the host once for OpenCV, and its edges go straight into the build.
+    """
+    spec = ForestSpec.create(spec, **options)
+    if score is None:
+        host = to_numpy(image) if hasattr(image, "detach") else image
+        score = score_map(host, spec.edges)
+    elif score.ndim == image.ndim:
+        if score.shape[0] != 1:
+            raise ValueError(f"a score map must have one channel, got shape {tuple(score.shape)}.")
+        score = score[0]
+    if tuple(score.shape) != tuple(image.shape[1:]):
+        raise ValueError(
+            f"score map shape {tuple(score.shape)} does not match the image's spatial shape {tuple(image.shape[1:])}."
+        )
+    return build_forest(score, spec)
 
 
 class _Nodes:

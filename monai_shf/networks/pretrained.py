@@ -51,7 +51,14 @@ from monai_shf.validation import check_choice, check_int
 
 from .shfvit import SHFViT
 
-__all__ = ["PretrainedReport", "load_vit_weights", "load_pretrained", "read_state_dict", "adapt_patch_kernel"]
+__all__ = [
+    "PretrainedReport",
+    "load_vit_weights",
+    "load_pretrained",
+    "read_state_dict",
+    "load_checkpoint",
+    "adapt_patch_kernel",
+]
 
 SOURCES = ("timm", "sam")
 _BLOCK_PARAMS = (
@@ -135,7 +142,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # unpicklable code, a truncated file...: name the file
-        raise ValueError(f"pretrained weights file {path!r} is not a weights-only torch checkpoint: {error}") from error
+        raise ValueError(f"weights file {path!r} cannot be read as a weights-only torch checkpoint: {error}") from error
     return _unwrap(loaded, path)
 
 
@@ -148,6 +155,29 @@ def _unwrap(loaded: object, name: str) -> dict[str, torch.Tensor]:
     if not isinstance(loaded, Mapping) or not any(isinstance(v, torch.Tensor) for v in loaded.values()):
         raise ValueError(f"{name} holds no state dict (a mapping of parameter names to tensors).")
     return {str(k): v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
+
+
+def load_checkpoint(network: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
+    """Load the weights file ``path`` into ``network`` strictly, the one checkpoint reader of the package
+    (whole-slide inference, ``monai-shf figure``): a bundle checkpoint (``{"model": ...}``), a bare state
+    dict or ``.safetensors``, read by :func:`read_state_dict` (never running pickled code).
+
+    Raises:
+        ValueError: the file is missing, holds no state dict, or does not fit ``network`` (the message
+            names the file and says that ``length``, ``patch_size`` and sizes must be those it was trained with).
+    """
+    try:
+        state = read_state_dict(path)
+    except FileNotFoundError:
+        raise ValueError(f"checkpoint file not found: {os.fspath(path)}") from None
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as error:
+        raise ValueError(
+            f"checkpoint {os.fspath(path)!r} does not fit the network of network_def (length, patch_size and "
+            f"sizes must be those it was trained with): {str(error).splitlines()[0]}"
+        ) from None
+    return network
 
 
 def adapt_patch_kernel(weight: torch.Tensor, in_channels: int, patch_size: int, spatial_dims: int) -> torch.Tensor:

@@ -26,18 +26,18 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import cv2 as cv
 import numpy as np
 
-from monai_shf.forest import EDGE_KINDS, Forest, build_forest, canny_bands, check_edge_args, soft_edge_bands, to_uint8
-from monai_shf.validation import check_choice, check_int
+from monai_shf.forest import Forest, ForestSpec, build_forest, canny_bands, soft_edge_bands, to_uint8
+from monai_shf.validation import check_int
 
-from .reader import Slide, open_slide
+from .reader import Slide, owned_slide
 
-__all__ = ["build_slide_forest", "slide_edge_map", "forest_grid"]
+__all__ = ["build_slide_forest", "slide_edge_map", "forest_grid", "grid_to_level0"]
 
 # source pixels read at once when a level is reduced by an integer factor on the fly
 _SOURCE_CHUNK_BYTES = 64 << 20
@@ -110,127 +110,98 @@ def _uint8_rows(read_rows: Callable[[int, int], np.ndarray], height: int, dtype:
 
 def slide_edge_map(
     slide: Slide | str | os.PathLike,
-    max_side: int = 8192,
-    forest_level: int | None = None,
-    kernel_size: int = 3,
-    thresholds: Sequence[float] = (50, 100),
-    channel_reduction: str = "max",
+    spec: ForestSpec | Mapping[str, Any] | int | None = None,
     band_rows: int = 1024,
-    kind: str = "soft",
+    **options: Any,
 ) -> tuple[np.ndarray, tuple[float, float]]:
-    """Edge map of a slide on its forest grid.
+    """Score map of a slide on its forest grid.
 
     Args:
         slide: a :class:`~monai_shf.slide.Slide` or a path (opened and closed here).
-        max_side, forest_level: choose the grid (module docstring).
-        kernel_size, thresholds, channel_reduction: as :func:`~monai_shf.forest.edge_map`.
-        band_rows: grid rows per band.
-        kind: ``"soft"`` (default, :func:`~monai_shf.forest.soft_edge_bands`: uint8) or ``"canny"``
-            (:func:`~monai_shf.forest.canny_bands`: bool).
+        spec: the :class:`~monai_shf.forest.ForestSpec` (``options`` on top): its ``max_side`` and
+            ``forest_level`` choose the grid (module docstring), its ``edges`` the score map: soft edges
+            (:func:`~monai_shf.forest.soft_edge_bands`, uint8) or Canny (:func:`~monai_shf.forest.canny_bands`, bool).
+        band_rows: grid rows per band (memory).
 
     Returns:
-        ``(edges, (sy, sx))``: ``(h, w)`` uint8 (soft) or bool (Canny) edge map of the grid and the level-0 pixels per grid
-        pixel along each axis.
+        ``(edges, (sy, sx))``: ``(h, w)`` uint8 (soft) or bool (Canny) edge map of the grid and the level-0
+        pixels per grid pixel along each axis.
     """
-    owned = not isinstance(slide, Slide)
-    slide = open_slide(slide)
-    try:
-        check_edge_args(kernel_size, thresholds)
-        band_rows = check_int(band_rows, "band_rows", 1)
-        kind = check_choice(kind, "kind", EDGE_KINDS)
-        level, factor = forest_grid(slide, max_side, forest_level)
+    # only the pyramid and edge options matter here: the length is a placeholder when no spec is given
+    spec = ForestSpec.create({"length": 1} if spec is None else spec, **options)
+    band_rows = check_int(band_rows, "band_rows", 1)
+    edges_spec = spec.edges
+    with owned_slide(slide) as slide:
+        level, factor = forest_grid(slide, spec.max_side, spec.forest_level)
         h, w = slide.level_shapes[level]
         grid = (max(1, h // factor), max(1, w // factor))
         if factor > 1 and (h < factor or w < factor):
             factor = 1  # a sliver of a level thinner than the factor: use the level as it is
             grid = (h, w)
         read_rows = _uint8_rows(_row_reader(slide, level, factor, grid), grid[0], np.dtype(slide.dtype), band_rows)
-        edges = (canny_bands if kind == "canny" else soft_edge_bands)(
+        edges = (canny_bands if edges_spec.edge_kind == "canny" else soft_edge_bands)(
             read_rows,
             grid,
-            kernel_size=kernel_size,
-            thresholds=thresholds,
-            channel_reduction=channel_reduction,
+            kernel_size=edges_spec.kernel_size,
+            thresholds=edges_spec.thresholds,
+            channel_reduction=edges_spec.channel_reduction,
             band_rows=band_rows,
         )
         sy, sx = slide.level_scales[level]
         return edges, (sy * factor, sx * factor)
-    finally:
-        if owned:
-            slide.close()
 
 
-def _to_level0(bounds: np.ndarray, scale: float, grid_side: int, side: int) -> np.ndarray:
-    """Grid boundaries to level-0 boundaries: ``floor(g * scale + 0.5)``, the grid's end to ``side``
-    (a monotone map of the shared boundaries, so mapped leaves still tile)."""
+def grid_to_level0(
+    bounds: np.ndarray, scale: Sequence[float], grid_shape: Sequence[int], shape: Sequence[int]
+) -> np.ndarray:
+    """Leaf boundaries ``(N, D)`` on a reduced grid to level-0 boundaries: ``floor(g * scale + 0.5)`` per
+    axis, the grid's end to the level-0 side. A monotone map of shared boundaries, so mapped leaves still
+    tile and keep their order; the one place that maps grid (or level) coordinates to level 0."""
+    bounds = np.asarray(bounds, dtype=np.int64)
+    scale = np.asarray(scale, dtype=np.float64)
+    grid_shape, shape = np.asarray(grid_shape, dtype=np.int64), np.asarray(shape, dtype=np.int64)
     out = np.floor(bounds * scale + 0.5).astype(np.int64)
-    out[bounds >= grid_side] = side
-    return np.minimum(out, side)
+    out = np.where(bounds >= grid_shape, shape, out)
+    return np.minimum(out, shape)
 
 
 def build_slide_forest(
     slide: Slide | str | os.PathLike,
-    length: int,
-    max_side: int = 8192,
-    forest_level: int | None = None,
-    kernel_size: int = 3,
-    thresholds: Sequence[float] = (50, 100),
-    min_size: int = 2,
-    fill: str = "uniform",
-    channel_reduction: str = "max",
+    spec: ForestSpec | Mapping[str, Any] | int | None = None,
     band_rows: int = 1024,
-    edge_kind: str = "soft",
-    **forest_kwargs: Any,
+    **options: Any,
 ) -> Forest:
     """Build the SHF forest of a whole slide in level-0 pixel coordinates.
 
     Args:
         slide: a :class:`~monai_shf.slide.Slide` or a slide path (opened and closed here).
-        length: the token budget ``L >= 1`` (exactly ``L`` tokens, as :func:`~monai_shf.forest.build_forest`).
-        max_side: the edge map is computed on the finest level whose longer side is ``<= max_side``
-            (or a reduction of the coarsest level to that size).
-        forest_level: compute the edge map on this level instead (out of range: ``ValueError``).
-        kernel_size, thresholds, channel_reduction: edge parameters of :func:`~monai_shf.forest.edge_map`.
-        min_size: smallest leaf side in **level-0 pixels** (module docstring).
-        fill: ``"uniform"`` or ``"pad"`` (``"area"``: deprecated name of ``"uniform"``), as
-            :func:`~monai_shf.forest.build_forest`.
+        spec: the :class:`~monai_shf.forest.ForestSpec` (or a mapping of its options, or ``L``), with
+            ``options`` (flat names) on top: exactly ``length`` tokens as
+            :func:`~monai_shf.forest.build_forest`; ``max_side``/``forest_level`` choose the grid level
+            (out of range: ``ValueError``); ``min_size`` and ``patch_size`` are in **level-0 pixels**
+            (module docstring); ``edges`` the score map.
         band_rows: grid rows per edge band (memory).
-        edge_kind: ``"soft"`` (default) or ``"canny"``, see :func:`slide_edge_map`.
-        **forest_kwargs: any further option of :func:`~monai_shf.forest.build_forest` (``criterion``,
-            ``patch_size`` in level-0 pixels, ...).
 
     Returns:
         the :class:`~monai_shf.forest.Forest` over ``slide.shape``, leaves in Z-order.
     """
-    owned = not isinstance(slide, Slide)
-    slide = open_slide(slide)
-    try:
-        length = check_int(length, "length", 1)
-        min_size = check_int(min_size, "min_size", 1)
-        if min_size > max(slide.shape):
-            raise ValueError(f"min_size ({min_size}) is larger than every side of {slide.path}, shaped {slide.shape}.")
-        edge_kind = check_choice(edge_kind, "edge_kind", EDGE_KINDS)
-        edges, (sy, sx) = slide_edge_map(
-            slide, max_side, forest_level, kernel_size, thresholds, channel_reduction, band_rows, edge_kind
-        )
-        grid_min = min(max(1, math.ceil(min_size / min(sy, sx))), max(edges.shape))
-        if forest_kwargs.get("patch_size") is not None:
+    spec = ForestSpec.create(spec, **options)
+    with owned_slide(slide) as slide:
+        if spec.min_size > max(slide.shape):
+            raise ValueError(
+                f"min_size ({spec.min_size}) is larger than every side of {slide.path}, shaped {slide.shape}."
+            )
+        edges, (sy, sx) = slide_edge_map(slide, spec, band_rows)
+        grid_options = {"min_size": min(max(1, math.ceil(spec.min_size / min(sy, sx))), max(edges.shape))}
+        if spec.patch_size is not None:
             # the token side caps splits in level-0 pixels: a grid leaf of g pixels spans g * s of them,
             # so g <= p / s (integer g: g <= floor(p / s)) is at the token's resolution already
-            patch = check_int(forest_kwargs["patch_size"], "patch_size", 1)
-            forest_kwargs = {**forest_kwargs, "patch_size": max(1, math.floor(patch / max(sy, sx)))}
-        grid_forest = build_forest(edges, length, min_size=grid_min, fill=fill, **forest_kwargs)
+            grid_options["patch_size"] = max(1, math.floor(spec.patch_size / max(sy, sx)))
+        grid_forest = build_forest(edges, spec, **grid_options)
         del edges
         h, w = slide.shape
-        gh, gw = grid_forest.spatial_shape
-        ends = grid_forest.ends
-        y0 = _to_level0(grid_forest.starts[:, 0], sy, gh, h)
-        y1 = _to_level0(ends[:, 0], sy, gh, h)
-        x0 = _to_level0(grid_forest.starts[:, 1], sx, gw, w)
-        x1 = _to_level0(ends[:, 1], sx, gw, w)
-        starts = np.stack([y0, x0], axis=1)
-        sizes = np.stack([y1 - y0, x1 - x0], axis=1)
-        return Forest(starts, sizes, (h, w), grid_forest.length)
-    finally:
-        if owned:
-            slide.close()
+        starts, ends = grid_forest.starts, grid_forest.ends
+        scale = np.array([sy, sx])
+        level0_starts = grid_to_level0(starts, scale, grid_forest.spatial_shape, (h, w))
+        level0_ends = grid_to_level0(ends, scale, grid_forest.spatial_shape, (h, w))
+        return Forest(level0_starts, level0_ends - level0_starts, (h, w), grid_forest.length)

@@ -16,7 +16,7 @@ import numpy as np
 
 from monai_shf.validation import check_int
 
-from .reader import Slide, open_slide
+from .reader import Slide, owned_slide
 
 __all__ = ["slide_dice", "slide_confusion"]
 
@@ -33,12 +33,7 @@ def slide_confusion(mask: Slide | str | os.PathLike, label: Slide | str | os.Pat
         num_classes: ``K``; every value of both slides must lie in ``[0, K)``.
     """
     k = check_int(num_classes, "num_classes", 1)
-    owned = [not isinstance(s, Slide) for s in (mask, label)]
-    slides: list[Slide] = []
-    try:
-        for s in (mask, label):
-            slides.append(open_slide(s))
-        m, t = slides
+    with owned_slide(mask) as m, owned_slide(label) as t:
         for name, s in (("mask", m), ("label", t)):
             if s.num_channels != 1:
                 raise ValueError(f"{name} {s.path} must be a one-channel class-index slide, it has {s.num_channels}.")
@@ -69,10 +64,6 @@ def slide_confusion(mask: Slide | str | os.PathLike, label: Slide | str | os.Pat
                 index = truth.astype(index_dtype) * index_dtype(k) + pred.astype(index_dtype)
                 counts += np.bincount(index.ravel(), minlength=k * k)
         return counts.reshape(k, k)
-    finally:
-        for s, own in zip(slides, owned):
-            if own:
-                s.close()
 
 
 def slide_dice(

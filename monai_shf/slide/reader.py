@@ -35,8 +35,9 @@ import threading
 import xml.etree.ElementTree as ET
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ import tifffile
 from monai_shf.validation import check_choice, check_int
 
 __all__ = [
+    "owned_slide",
     "Slide",
     "TiffSlide",
     "NotTiffError",
@@ -567,3 +569,18 @@ def open_slide(
             except ValueError:
                 continue
         raise tiff_error from None
+
+
+@contextmanager
+def owned_slide(slide: Slide | str | os.PathLike, **open_options: Any) -> Iterator[Slide]:
+    """``with owned_slide(slide) as s:`` the one rule of slide ownership: an open :class:`Slide` is the
+    caller's and is used as it is (left open); a path is opened here (:func:`open_slide` with
+    ``open_options``) and closed when the block ends, also on error."""
+    if isinstance(slide, Slide):
+        yield slide
+        return
+    opened = open_slide(slide, **open_options)
+    try:
+        yield opened
+    finally:
+        opened.close()

@@ -32,7 +32,7 @@ import numpy as np
 from monai_shf.forest import SERIALIZE_MODES, Forest, serialize
 from monai_shf.validation import check_choice, check_int
 
-from .reader import Slide, open_slide
+from .reader import Slide, owned_slide
 
 __all__ = ["serialize_slide", "leaf_levels"]
 
@@ -123,9 +123,7 @@ def serialize_slide(
     """
     mode = check_choice(mode, "mode", SERIALIZE_MODES)
     patch = check_int(patch_size, "patch_size", 1)
-    owned = not isinstance(slide, Slide)
-    slide = open_slide(slide)
-    try:
+    with owned_slide(slide) as slide:
         k = _check(slide, forest, patch, mode, num_classes)
         levels, starts, sizes = leaf_levels(slide, forest, patch, max_level)
         channels = k if mode == "fraction" else slide.num_channels
@@ -146,9 +144,6 @@ def serialize_slide(
             for chunk in np.split(ids, np.flatnonzero(np.diff(chunk_ids)) + 1):
                 _serialize_chunk(slide, int(level), chunk, starts, sizes, patch, mode, k, out)
         return out
-    finally:
-        if owned:
-            slide.close()
 
 
 def _serialize_chunk(

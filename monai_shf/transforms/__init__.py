@@ -1,6 +1,6 @@
 """MONAI transforms for SHF patching (array, dictionary and functional layers)."""
 
-from .array import Depatch, EdgeMap, HierarchicalPatch, MaskPaddingTokens, default_inverse_mode
+from .array import Depatch, EdgeMap, HierarchicalPatch, MaskPaddingTokens, default_inverse_mode, forest_spec
 from .dictionary import (
     DepatchD,
     Depatchd,
@@ -16,7 +16,7 @@ from .dictionary import (
     RandHierarchicalPatchd,
     RandHierarchicalPatchDict,
 )
-from .functional import depatch, edge_forest, forest_from_trace, hierarchical_patch, resolve_depatch_mode
+from .functional import depatch, forest_from_trace, hierarchical_patch, resolve_depatch_mode
 
 __all__ = [
     "EdgeMap",
@@ -37,7 +37,7 @@ __all__ = [
     "DepatchD",
     "DepatchDict",
     "default_inverse_mode",
-    "edge_forest",
+    "forest_spec",
     "hierarchical_patch",
     "depatch",
     "forest_from_trace",

@@ -5,7 +5,7 @@ Shapes: images ``(C, H, W)`` / ``(C, H, W, D)``; tokens ``(C, L, p, p)`` / ``(C,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -13,23 +13,27 @@ from monai.data import MetaTensor
 from monai.transforms import InvertibleTransform, Transform
 from monai.utils import TraceKeys, TransformBackends, convert_to_tensor
 
-from monai_shf.forest import (
-    CHANNEL_REDUCTIONS,
-    DESERIALIZE_MODES,
-    EDGE_KINDS,
-    EDGE_METHODS,
-    SERIALIZE_MODES,
-    SPLIT_CRITERIA,
-    Forest,
-    check_edge_args,
-    check_fill,
-    score_map,
-)
+from monai_shf.forest import DESERIALIZE_MODES, SERIALIZE_MODES, EdgeSpec, Forest, ForestSpec, edge_forest, score_map
 from monai_shf.validation import check_bool, check_choice, check_int
 
-from .functional import depatch, edge_forest, forest_from_trace, hierarchical_patch, resolve_depatch_mode
+from .functional import depatch, forest_from_trace, hierarchical_patch, resolve_depatch_mode
 
-__all__ = ["EdgeMap", "HierarchicalPatch", "Depatch", "MaskPaddingTokens", "default_inverse_mode"]
+__all__ = ["EdgeMap", "HierarchicalPatch", "Depatch", "MaskPaddingTokens", "default_inverse_mode", "forest_spec"]
+
+
+def forest_spec(
+    spec: ForestSpec | Mapping[str, Any] | None, length: int | None, patch_size: int | None, **options: Any
+) -> ForestSpec:
+    """The patching transforms' spec: ``spec`` with ``length``/``patch_size`` (when given) and ``options``
+    on top; the token side ``patch_size`` is required (a ``ValueError`` otherwise)."""
+    if length is not None:
+        options["length"] = length
+    if patch_size is not None:
+        options["patch_size"] = patch_size
+    made = ForestSpec.create(spec, **options)
+    if made.patch_size is None:
+        raise ValueError("patch_size (the token side p) is required, as an argument or in spec.")
+    return made
 
 
 def default_inverse_mode(mode: str) -> str:
@@ -42,36 +46,22 @@ class EdgeMap(Transform):
     """Edge map of a channel-first image: ``(C, *spatial) -> (1, *spatial)``, the forest's score map.
 
     Args:
-        kernel_size: odd Gaussian kernel side (1 = no blur); default 3.
-        thresholds: Canny ``(low, high)`` on the 8-bit scale; default ``(50, 100)``. Soft edges
-            saturate at ``low / 8`` grey levels per pixel.
-        channel_reduction: ``"max"`` (the channel with the largest gradient) or ``"mean"``.
-        method: 3D Canny operator, ``"itk"`` (N-D Canny) or ``"slicewise"`` (``kind="canny"`` only).
-        kind: ``"soft"`` (default): uint8 soft edges, 255 = one full edge pixel
-            (:func:`monai_shf.forest.soft_edge_map`); ``"canny"``: the paper's bool Canny edges
-            (:func:`monai_shf.forest.edge_map`).
+        edges: an :class:`~monai_shf.forest.EdgeSpec` (or a mapping of its options), default soft edges.
+        options: edge options set one by one (``edge_kind``, ``kernel_size``, ``thresholds``,
+            ``channel_reduction``, ``edge_method``; see :class:`~monai_shf.forest.EdgeSpec`).
 
-    See :func:`monai_shf.forest.edge_map` for the normalisation of any dtype and range.
+    ``edge_kind="soft"`` gives uint8 soft edges, 255 = one full edge pixel
+    (:func:`monai_shf.forest.soft_edge_map`); ``"canny"`` the paper's bool Canny edges
+    (:func:`monai_shf.forest.edge_map`, which documents the normalisation of any dtype and range).
     """
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
-    def __init__(
-        self,
-        kernel_size: int = 3,
-        thresholds: Sequence[float] = (50, 100),
-        channel_reduction: str = "max",
-        method: str = "itk",
-        kind: str = "soft",
-    ) -> None:
-        check_edge_args(kernel_size, thresholds)
-        self.kernel_size, self.thresholds = int(kernel_size), tuple(float(t) for t in thresholds)
-        self.channel_reduction = check_choice(channel_reduction, "channel_reduction", CHANNEL_REDUCTIONS)
-        self.method = check_choice(method, "method", EDGE_METHODS)
-        self.kind = check_choice(kind, "kind", EDGE_KINDS)
+    def __init__(self, edges: EdgeSpec | Mapping[str, Any] | None = None, **options: Any) -> None:
+        self.edges = ForestSpec.create({"length": 1, "edges": edges or {}}, **options).edges
 
     def __call__(self, img: Any) -> Any:
-        edges = score_map(img, self.kind, self.kernel_size, self.thresholds, self.channel_reduction, self.method)
+        edges = score_map(img, self.edges)
         out = edges[None]
         if isinstance(img, MetaTensor):
             return MetaTensor(convert_to_tensor(out, track_meta=False)).copy_meta_from(img, copy_attr=False)
@@ -81,84 +71,63 @@ class EdgeMap(Transform):
 class HierarchicalPatch(InvertibleTransform):
     """SHF patching of one image: ``(C, *spatial) -> (C', L, p, p[, p])`` tokens, invertible.
 
-    Without an explicit ``forest`` the forest is built from the image's own edge map. The forest is
+    Without an explicit ``forest`` the forest is built from the image's own score map. The forest is
     recorded in ``applied_operations``, so ``inverse`` (and MONAI's ``Invertd``) depatches tokens
     of any channel count back to ``(C', *spatial)``.
 
     Args:
-        length: token budget ``L``.
-        patch_size: token side ``p``.
+        length: token budget ``L`` (or in ``spec``).
+        patch_size: token side ``p`` (or in ``spec``; required).
         mode: ``"area"`` (images), ``"nearest"`` (hard labels) or ``"fraction"`` (soft labels, needs
             ``num_classes``); see :func:`monai_shf.forest.serialize`.
         inverse_mode: depatching mode, ``"linear"`` or ``"nearest"``; default from ``mode``.
         num_classes: ``K`` for ``mode="fraction"`` (required there).
         padding_value: value of padding tokens (e.g. a loss ``ignore_index`` for hard labels).
-        kernel_size, thresholds, channel_reduction, edge_method: the edge map (see :class:`EdgeMap`).
-        edge_kind: ``"soft"`` (default) or ``"canny"`` (the paper's), :class:`EdgeMap`'s ``kind``.
-        min_size, fill: forest build (see :func:`monai_shf.forest.build_forest`).
-        criterion: split priority of the forest build, one of ``SPLIT_CRITERIA``: ``"error"``
-            (default: expected depatching error at this ``patch_size``) or ``"edges"`` (the paper's
-            edge count); see :func:`monai_shf.forest.build_forest`.
         inverse_argmax: the inverse (``Invertd``) returns ``(1, *spatial)`` class indices, the argmax
             of the depatched ``C >= 2`` scores, without a ``C x H x W`` float canvas (predictions that
             are only needed as labels).
+        spec: the :class:`~monai_shf.forest.ForestSpec` (or a mapping of its options, e.g. a bundle's
+            ``forest:`` entry).
+        forest_options: forest and edge options set one by one on top of ``spec`` (``min_size``,
+            ``criterion``, ``fill``, ``edge_kind``, ``kernel_size``, ``thresholds``, ...); an unknown
+            name is a ``ValueError``.
     """
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
     def __init__(
         self,
-        length: int,
-        patch_size: int,
+        length: int | None = None,
+        patch_size: int | None = None,
         mode: str = "area",
         inverse_mode: str | None = None,
         num_classes: int | None = None,
         padding_value: float = 0.0,
-        kernel_size: int = 3,
-        thresholds: Sequence[float] = (50, 100),
-        min_size: int = 2,
-        fill: str = "uniform",
-        channel_reduction: str = "max",
-        edge_method: str = "itk",
-        criterion: str = "error",
         inverse_argmax: bool = False,
-        edge_kind: str = "soft",
+        spec: ForestSpec | Mapping[str, Any] | None = None,
+        **forest_options: Any,
     ) -> None:
-        self.length = check_int(length, "length", 1)
-        self.patch_size = check_int(patch_size, "patch_size", 1)
-        self.min_size = check_int(min_size, "min_size", 1)
+        self.spec = forest_spec(spec, length, patch_size, **forest_options)
         self.mode = check_choice(mode, "mode", SERIALIZE_MODES)
         self.inverse_mode = check_choice(inverse_mode or default_inverse_mode(mode), "inverse_mode", DESERIALIZE_MODES)
         self.num_classes = None if num_classes is None else check_int(num_classes, "num_classes", 1)
         if self.mode == "fraction" and self.num_classes is None:
             raise ValueError("num_classes is required for mode='fraction' (K class channels in every sample).")
         self.padding_value = float(padding_value)
-        self.edges = EdgeMap(
-            kernel_size, thresholds, channel_reduction, edge_method, check_choice(edge_kind, "edge_kind", EDGE_KINDS)
-        )
-        self.fill = check_fill(fill)
-        self.criterion = check_choice(criterion, "criterion", SPLIT_CRITERIA)
         self.inverse_argmax = check_bool(inverse_argmax, "inverse_argmax")
 
-    def build(
-        self, img: Any, score: Any = None, kernel_size: int | None = None, thresholds: Sequence[float] | None = None
-    ) -> Forest:
-        """The forest of ``img`` ``(C, *spatial)`` (from ``score`` when given, else its edge map);
-        ``kernel_size``/``thresholds`` override the constructor's edge parameters for this call."""
-        return edge_forest(
-            img,
-            self.length,
-            self.edges.kernel_size if kernel_size is None else kernel_size,
-            self.edges.thresholds if thresholds is None else thresholds,
-            self.min_size,
-            self.fill,
-            self.edges.channel_reduction,
-            self.edges.method,
-            score=score,
-            criterion=self.criterion,
-            patch_size=self.patch_size,
-            edge_kind=self.edges.kind,
-        )
+    @property
+    def length(self) -> int:
+        return self.spec.length
+
+    @property
+    def patch_size(self) -> int:
+        return self.spec.patch_size
+
+    def build(self, img: Any, score: Any = None, spec: ForestSpec | None = None) -> Forest:
+        """The forest of ``img`` ``(C, *spatial)`` (from ``score`` when given, else its score map);
+        ``spec`` replaces the transform's own for this call (e.g. edge parameters drawn per sample)."""
+        return edge_forest(img, self.spec if spec is None else spec, score=score)
 
     def __call__(
         self,

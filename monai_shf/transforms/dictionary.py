@@ -17,7 +17,7 @@ from monai.config import KeysCollection
 from monai.transforms import InvertibleTransform, MapTransform, RandomizableTransform
 from monai.utils import ensure_tuple, ensure_tuple_rep
 
-from monai_shf.forest import DESERIALIZE_MODES, SERIALIZE_MODES, Forest
+from monai_shf.forest import DESERIALIZE_MODES, SERIALIZE_MODES, EdgeSpec, Forest, ForestSpec
 from monai_shf.validation import check_bool, check_choice, check_int
 
 from .array import Depatch, EdgeMap, HierarchicalPatch, MaskPaddingTokens
@@ -54,16 +54,13 @@ class EdgeMapd(MapTransform):
     def __init__(
         self,
         keys: KeysCollection,
-        kernel_size: int = 3,
-        thresholds: Sequence[float] = (50, 100),
-        channel_reduction: str = "max",
-        method: str = "itk",
         output_keys: KeysCollection | None = None,
         allow_missing_keys: bool = False,
-        kind: str = "soft",
+        edges: EdgeSpec | Mapping[str, Any] | None = None,
+        **options: Any,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.edges = EdgeMap(kernel_size, thresholds, channel_reduction, method, kind)
+        self.edges = EdgeMap(edges, **options)
         self.output_keys = ensure_tuple(output_keys) if output_keys is not None else self.keys
         if len(self.output_keys) != len(self.keys):
             raise ValueError(f"output_keys must name one key per key, got {self.output_keys} for {self.keys}.")
@@ -88,15 +85,11 @@ class HierarchicalPatchd(MapTransform, InvertibleTransform):
         inverse_mode: depatching mode per key, ``"linear"``/``"nearest"``; default from ``mode``.
         num_classes: ``K`` per key, required for the keys whose mode is ``"fraction"``.
         padding_value: value of padding tokens per key (e.g. a loss ``ignore_index`` for labels).
-        kernel_size: Gaussian kernel side of the edge map (odd; default 3).
-        thresholds: Canny ``(low, high)`` on the 8-bit scale (default ``(50, 100)``).
-        min_size: smallest leaf side (default 2).
-        fill: ``"uniform"`` (refine the largest leaves with leftover budget) or ``"pad"``
-            (``"area"``: deprecated name of ``"uniform"``).
-        criterion: split priority, ``"error"`` (default) or ``"edges"`` (the paper's); see
-            :class:`~monai_shf.transforms.HierarchicalPatch`.
-        channel_reduction, edge_method: see :class:`~monai_shf.transforms.EdgeMap`.
-        edge_kind: ``"soft"`` (default) or ``"canny"`` (the paper's), :class:`~monai_shf.transforms.EdgeMap`'s ``kind``.
+        spec: the :class:`~monai_shf.forest.ForestSpec` (or a mapping of its options, e.g. a bundle's
+            ``forest:`` entry); ``length``/``patch_size`` and ``forest_options`` are set on top of it.
+        forest_options: forest and edge options one by one (``min_size``, ``criterion``, ``fill``,
+            ``edge_kind``, ``kernel_size``, ``thresholds``, ``channel_reduction``, ``edge_method``, ...; see
+            :class:`~monai_shf.forest.ForestSpec`); an unknown name is a ``ValueError``.
         score_key: optional key of a precomputed ``(1, *spatial)`` score/edge map (skips edges).
         geom_key, token_mask_key: names of the side keys written (``None`` to skip one).
         allow_missing_keys: don't raise for missing keys (``ref_key`` is always required).
@@ -110,26 +103,20 @@ class HierarchicalPatchd(MapTransform, InvertibleTransform):
     def __init__(
         self,
         keys: KeysCollection,
-        length: int,
-        patch_size: int,
+        length: int | None = None,
+        patch_size: int | None = None,
         ref_key: str = "image",
         mode: Sequence[str] | str = "area",
         inverse_mode: Sequence[str | None] | str | None = None,
         num_classes: Sequence[int | None] | int | None = None,
         padding_value: Sequence[float] | float = 0.0,
-        kernel_size: int = 3,
-        thresholds: Sequence[float] = (50, 100),
-        min_size: int = 2,
-        fill: str = "uniform",
-        channel_reduction: str = "max",
-        edge_method: str = "itk",
-        criterion: str = "error",
         score_key: str | None = None,
         geom_key: str | None = "geom",
         token_mask_key: str | None = "token_mask",
         allow_missing_keys: bool = False,
         inverse_argmax: Sequence[bool] | bool = False,
-        edge_kind: str = "soft",
+        spec: ForestSpec | Mapping[str, Any] | None = None,
+        **forest_options: Any,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         n = len(self.keys)
@@ -139,18 +126,7 @@ class HierarchicalPatchd(MapTransform, InvertibleTransform):
         self.num_classes = ensure_tuple_rep(num_classes, n)
         self.padding_value = ensure_tuple_rep(padding_value, n)
         self.patcher = HierarchicalPatch(
-            length,
-            patch_size,
-            mode=self.mode[0],
-            num_classes=self.num_classes[0],
-            kernel_size=kernel_size,
-            thresholds=thresholds,
-            min_size=min_size,
-            fill=fill,
-            channel_reduction=channel_reduction,
-            edge_method=edge_method,
-            criterion=criterion,
-            edge_kind=edge_kind,
+            length, patch_size, mode=self.mode[0], num_classes=self.num_classes[0], spec=spec, **forest_options
         )
         # fail at construction, not in the middle of an epoch
         for flag in self.inverse_argmax:
@@ -167,6 +143,10 @@ class HierarchicalPatchd(MapTransform, InvertibleTransform):
         self.geom_key, self.token_mask_key = geom_key, token_mask_key
 
     @property
+    def spec(self) -> ForestSpec:
+        return self.patcher.spec
+
+    @property
     def length(self) -> int:
         return self.patcher.length
 
@@ -174,10 +154,9 @@ class HierarchicalPatchd(MapTransform, InvertibleTransform):
     def patch_size(self) -> int:
         return self.patcher.patch_size
 
-    def forest(
-        self, data: Mapping[Hashable, Any], kernel_size: int | None = None, thresholds: Sequence[float] | None = None
-    ) -> Forest:
-        """The forest of a sample, from ``data[score_key]`` or the edge map of ``data[ref_key]``."""
+    def forest(self, data: Mapping[Hashable, Any], spec: ForestSpec | None = None) -> Forest:
+        """The forest of a sample, from ``data[score_key]`` or the score map of ``data[ref_key]``
+        (``spec``: this call's spec instead of the transform's)."""
         if self.ref_key not in data:
             raise ValueError(
                 f"ref_key {self.ref_key!r} is not in the data (keys: {list(data)}); it is needed to build the forest."
@@ -187,7 +166,7 @@ class HierarchicalPatchd(MapTransform, InvertibleTransform):
             if self.score_key not in data:
                 raise ValueError(f"score_key {self.score_key!r} is not in the data (keys: {list(data)}).")
             score = data[self.score_key]
-        return self.patcher.build(data[self.ref_key], score=score, kernel_size=kernel_size, thresholds=thresholds)
+        return self.patcher.build(data[self.ref_key], score=score, spec=spec)
 
     def patch(self, data: Mapping[Hashable, Any], forest: Forest) -> dict[Hashable, Any]:
         """Serialise every key of ``data`` with ``forest`` and add the side keys."""
@@ -255,8 +234,8 @@ class RandHierarchicalPatchd(RandomizableTransform, HierarchicalPatchd):
     def __init__(
         self,
         keys: KeysCollection,
-        length: int,
-        patch_size: int,
+        length: int | None = None,
+        patch_size: int | None = None,
         kernel_sizes: Sequence[int] = (1, 3, 5, 7),
         low_range: Sequence[int] = (50, 100),
         threshold_gap: float = 50,
@@ -278,20 +257,17 @@ class RandHierarchicalPatchd(RandomizableTransform, HierarchicalPatchd):
         if threshold_gap < 0:
             raise ValueError(f"threshold_gap must be >= 0, got {threshold_gap}.")
         self.threshold_gap = float(threshold_gap)
-        self.kernel_size = self.kernel_sizes[0]
-        self.thresholds = (float(self.low_range[0]), self.low_range[0] + self.threshold_gap)
-        HierarchicalPatchd.__init__(
-            self, keys, length, patch_size, kernel_size=self.kernel_size, thresholds=self.thresholds, **kwargs
-        )
+        HierarchicalPatchd.__init__(self, keys, length, patch_size, **kwargs)
+        self.drawn_spec = self.spec
 
     def randomize(self, data: Any = None) -> None:
-        self.kernel_size = int(self.R.choice(self.kernel_sizes))
+        kernel_size = int(self.R.choice(self.kernel_sizes))
         low = float(self.R.randint(self.low_range[0], self.low_range[1]))
-        self.thresholds = (low, low + self.threshold_gap)
+        self.drawn_spec = self.spec.replace(kernel_size=kernel_size, thresholds=(low, low + self.threshold_gap))
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         self.randomize()
-        return self.patch(data, self.forest(data, kernel_size=self.kernel_size, thresholds=self.thresholds))
+        return self.patch(data, self.forest(data, spec=self.drawn_spec))
 
 
 class Depatchd(MapTransform):

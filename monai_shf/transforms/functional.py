@@ -7,7 +7,6 @@ the forest again in a MetaTensor's trace. The array and dictionary transforms ar
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -15,12 +14,10 @@ from monai.data import MetaTensor, get_track_meta
 from monai.transforms.inverse import TraceableTransform
 from monai.utils import TraceKeys, convert_to_tensor
 
-from monai_shf.forest import EDGE_KINDS, Forest, build_forest, deserialize, score_map, serialize
-from monai_shf.validation import check_choice, to_numpy
+from monai_shf.forest import Forest, deserialize, serialize
 
 __all__ = [
     "PATCH_CLASS_NAMES",
-    "edge_forest",
     "hierarchical_patch",
     "record_patch",
     "depatch",
@@ -33,44 +30,6 @@ __all__ = [
 
 # names under which the patch transform appears in applied_operations
 PATCH_CLASS_NAMES = ("HierarchicalPatch",)
-
-
-def edge_forest(
-    image: Any,
-    length: int,
-    kernel_size: int,
-    thresholds: Sequence[float],
-    min_size: int,
-    fill: str,
-    channel_reduction: str,
-    edge_method: str,
-    score: Any = None,
-    criterion: str = "error",
-    patch_size: int | None = None,
-    edge_kind: str = "soft",
-) -> Forest:
-    """The forest of a ``(C, *spatial)`` image: its edge map (or the given ``score``) then the build.
-
-    ``score`` may be ``(*spatial)`` or ``(1, *spatial)``; when given, no edges are computed.
-    ``criterion`` and ``patch_size`` choose the split priority (see :func:`~monai_shf.forest.build_forest`);
-    ``edge_kind`` the edge map: ``"soft"`` (:func:`~monai_shf.forest.soft_edge_map`; ``edge_method`` unused)
-    or ``"canny"`` (:func:`~monai_shf.forest.edge_map`).
-    """
-    edge_kind = check_choice(edge_kind, "edge_kind", EDGE_KINDS)
-    if score is None:
-        # numpy edges straight into build_forest: a device tensor is copied to the host once for OpenCV,
-        # and its edges are not sent back to the device only to be fetched again by the build
-        host = to_numpy(image) if isinstance(image, torch.Tensor) else image
-        score = score_map(host, edge_kind, kernel_size, thresholds, channel_reduction, edge_method)
-    elif score.ndim == image.ndim:
-        if score.shape[0] != 1:
-            raise ValueError(f"a score map must have one channel, got shape {tuple(score.shape)}.")
-        score = score[0]
-    if tuple(score.shape) != tuple(image.shape[1:]):
-        raise ValueError(
-            f"score map shape {tuple(score.shape)} does not match the image's spatial shape {tuple(image.shape[1:])}."
-        )
-    return build_forest(score, length, min_size=min_size, fill=fill, criterion=criterion, patch_size=patch_size)
 
 
 def patch_extra_info(

@@ -19,7 +19,7 @@ small slides and regions; whole slides go through ``SaveSlideMaskd``).
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform
 from monai.utils import ensure_tuple_rep
 
-from monai_shf.forest import Forest
+from monai_shf.forest import Forest, ForestSpec
 from monai_shf.slide import Slide, build_slide_forest, open_slide, serialize_slide, slide_dice, write_slide_mask
 from monai_shf.validation import check_int
 
@@ -67,49 +67,19 @@ def slide_meta(slide: Slide) -> dict[str, Any]:
 class _SlideOptions:
     """The whole-slide options shared by :class:`SlidePatchd` and :class:`RandSlidePatchd`."""
 
-    def __init__(
-        self,
-        keys: KeysCollection,
-        length: int,
-        patch_size: int,
-        max_side: int = 8192,
-        forest_level: int | None = None,
-        backend: str = "auto",
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, keys: KeysCollection, *args: Any, backend: str = "auto", **kwargs: Any) -> None:
         # the patcher's own constructor (HierarchicalPatchd or RandHierarchicalPatchd, next in the MRO)
-        super().__init__(keys, length, patch_size, **kwargs)
-        self._set_slide_options(max_side, forest_level, backend)
-
-    def _set_slide_options(self, max_side: int, forest_level: int | None, backend: str) -> None:
+        super().__init__(keys, *args, **kwargs)
         if self.score_key is not None:
             raise TypeError(f"{type(self).__name__} takes no score_key: the forest comes from the slide's own pyramid.")
-        self.max_side = check_int(max_side, "max_side", 1)
-        self.forest_level = None if forest_level is None else check_int(forest_level, "forest_level", 0)
-        self.backend = backend
+        self.reader_backend = backend
 
-    def forest(
-        self, data: Mapping[Hashable, Any], kernel_size: int | None = None, thresholds: Sequence[float] | None = None
-    ) -> Forest:
+    def forest(self, data: Mapping[Hashable, Any], spec: ForestSpec | None = None) -> Forest:
         """The forest of a sample in level-0 pixels, from one pyramid level of ``data[ref_key]``."""
         if self.ref_key not in data:
             raise ValueError(f"ref_key {self.ref_key!r} is not in the data (keys: {list(data)}).")
-        patcher = self.patcher
-        with open_slide(_slide_path(data[self.ref_key], self.ref_key), backend=self.backend) as slide:
-            return build_slide_forest(
-                slide,
-                patcher.length,
-                max_side=self.max_side,
-                forest_level=self.forest_level,
-                kernel_size=patcher.edges.kernel_size if kernel_size is None else kernel_size,
-                thresholds=patcher.edges.thresholds if thresholds is None else thresholds,
-                min_size=patcher.min_size,
-                fill=patcher.fill,
-                channel_reduction=patcher.edges.channel_reduction,
-                criterion=patcher.criterion,
-                patch_size=patcher.patch_size,
-                edge_kind=patcher.edges.kind,
-            )
+        with open_slide(_slide_path(data[self.ref_key], self.ref_key), backend=self.reader_backend) as slide:
+            return build_slide_forest(slide, self.spec if spec is None else spec)
 
     def patch(self, data: Mapping[Hashable, Any], forest: Forest) -> dict[Hashable, Any]:
         """Serialise every key's slide with ``forest`` (level-0 pixels) and add the side keys."""
@@ -118,7 +88,7 @@ class _SlideOptions:
         for key, mode, inverse_mode, num_classes, padding_value, inverse_argmax in self.key_iterator(
             d, self.mode, self.inverse_mode, self.num_classes, self.padding_value, self.inverse_argmax
         ):
-            with open_slide(_slide_path(d[key], key), backend=self.backend) as slide:
+            with open_slide(_slide_path(d[key], key), backend=self.reader_backend) as slide:
                 if tuple(slide.shape) != forest.spatial_shape:
                     raise ValueError(
                         f"slide {slide.path} ({key!r}) has level-0 shape {tuple(slide.shape)} but the forest (from "
@@ -149,21 +119,20 @@ class SlidePatchd(_SlideOptions, HierarchicalPatchd):
     Args:
         keys: keys holding slide paths (image, label, ...), all slides of one sample of the same
             level-0 size.
-        length, patch_size, ref_key, mode, inverse_mode, num_classes, padding_value, kernel_size,
-        thresholds, min_size, fill, channel_reduction, criterion, edge_kind, geom_key, token_mask_key,
-        allow_missing_keys:
+        length, patch_size, ref_key, mode, inverse_mode, num_classes, padding_value, geom_key,
+        token_mask_key, allow_missing_keys, inverse_argmax, spec, forest_options:
             as :class:`HierarchicalPatchd` (``min_size`` in level-0 pixels; label slides use
-            ``"fraction"`` with ``num_classes`` or ``"nearest"``).
-        max_side: the edge map comes from the finest level whose longer side is at most this.
-        forest_level: or from this level.
-        backend: slide reader backend of :func:`~monai_shf.slide.open_slide`.
+            ``"fraction"`` with ``num_classes`` or ``"nearest"``); the spec's ``max_side`` and
+            ``forest_level`` choose the pyramid level of the score map.
+        backend: slide reader backend of :func:`~monai_shf.slide.open_slide` (stored as ``reader_backend``:
+            ``backend`` is MONAI's transform attribute).
     """
 
 
 class RandSlidePatchd(_SlideOptions, RandHierarchicalPatchd):
     """:class:`SlidePatchd` with the paper's random edge parameters per sample (training), seeded
     through ``set_random_state`` like :class:`RandHierarchicalPatchd`, whose arguments it takes
-    (``kernel_sizes``, ``low_range``, ``threshold_gap``), plus ``max_side``, ``forest_level`` and ``backend``."""
+    (``kernel_sizes``, ``low_range``, ``threshold_gap``), plus ``backend``."""
 
 
 def _forest_and_source(d: Mapping[Hashable, Any], key: Hashable, ref_key: str | None) -> tuple[Forest, str]:

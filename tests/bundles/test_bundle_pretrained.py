@@ -38,7 +38,7 @@ def _vit_file(path: Path) -> dict[str, torch.Tensor]:
 def _network(kind: str, **overrides) -> torch.nn.Module:
     parser = ConfigParser()
     parser.read_config(str(bundle_path(f"shf_{kind}_segmentation") / "configs" / "train.yaml"))
-    parser.update({**TINY_NET, "length": 16, "device": "$torch.device('cpu')", **overrides})
+    parser.update({**TINY_NET, "forest#length": 16, "device": "$torch.device('cpu')", **overrides})
     return parser.get_parsed_content("network")
 
 

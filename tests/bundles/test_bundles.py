@@ -26,8 +26,8 @@ TINY_NET = {
     "network_def#num_heads": 4,
 }
 TINY = {
-    "2d": {"num_train": 2, "num_val": 1, "image_size": 128, "length": 64, **TINY_NET},
-    "3d": {"num_train": 2, "num_val": 1, "volume_size": [32, 32, 24], "length": 64, **TINY_NET},
+    "2d": {"num_train": 2, "num_val": 1, "image_size": 128, "forest#length": 64, **TINY_NET},
+    "3d": {"num_train": 2, "num_val": 1, "volume_size": [32, 32, 24], "forest#length": 64, **TINY_NET},
 }
 RUN = {"max_epochs": 1, "val_interval": 1, "num_workers": 0, "progress_bar": False}
 
@@ -316,7 +316,8 @@ def test_bad_data_fails_before_training(problem, match, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "override,match", [({"length": 0}, "length"), ({"patch_size": 0}, "patch_size"), ({"length": 2.5}, "length")]
+    "override,match",
+    [({"forest#length": 0}, "length"), ({"forest#patch_size": 0}, "patch_size"), ({"forest#length": 2.5}, "length")],
 )
 def test_impossible_config_overrides_fail_before_training(override, match, tmp_path):
     wf = _workflow("2d", ["train.yaml"], "train", tmp_path, **override)
@@ -362,7 +363,7 @@ def test_2d_bundle_patches_the_8bit_image_and_scales_the_tokens(tmp_path, monkey
 
     parser = ConfigParser()
     parser.read_config(_files("2d", "train.yaml"))
-    parser.update({"bundle_root": str(tmp_path), "datalist_file": str(tmp_path / "datalist.json"), "length": 64})
+    parser.update({"bundle_root": str(tmp_path), "datalist_file": str(tmp_path / "datalist.json"), "forest#length": 64})
     pre = parser.get_parsed_content("validate#preprocessing")
     loaded = pre.transforms[0](dict(item))
     assert loaded["image"].dtype == torch.uint8 and loaded["label"].dtype == torch.uint8

@@ -24,7 +24,7 @@ TINY = {
     "num_train": 2,
     "num_val": 1,
     "slide_size": 1024,
-    "length": 64,
+    "forest#length": 64,
     "network_def#hidden_size": 32,
     "network_def#mlp_dim": 64,
     "network_def#num_layers": 1,

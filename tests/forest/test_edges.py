@@ -75,7 +75,7 @@ def _ball(side=24, radius=8):
 @pytest.mark.parametrize("method", ["itk", "slicewise"])
 def test_3d_edges_lie_on_the_surface(method):
     ball = _ball()
-    edges = edge_map(ball[None], kernel_size=3, thresholds=(50, 100), method=method)
+    edges = edge_map(ball[None], kernel_size=3, thresholds=(50, 100), edge_method=method)
     assert edges.shape == ball.shape and edges.dtype == bool
     zz, yy, xx = np.nonzero(edges)
     r = np.sqrt((zz - 12) ** 2 + (yy - 12) ** 2 + (xx - 12) ** 2)
@@ -97,7 +97,7 @@ def test_3d_edges_lie_on_the_surface(method):
         (dict(image=np.zeros((1, 0, 8))), ValueError, "empty"),
         (dict(image=np.full((1, 8, 8), np.inf)), ValueError, "NaN"),
         (dict(image=np.zeros((1, 8, 8)), channel_reduction="min"), ValueError, "channel_reduction"),
-        (dict(image=np.zeros((1, 8, 8, 8)), method="sobel"), ValueError, "method"),
+        (dict(image=np.zeros((1, 8, 8, 8)), edge_method="sobel"), ValueError, "edge_method"),
     ],
 )
 def test_bad_input(kwargs, error, match):

@@ -386,18 +386,18 @@ def test_half_precision_scores(dtype):
     assert build_forest(score.to(dtype), 40) == build_forest(score, 40)
 
 
-def test_fill_uniform_and_its_deprecated_alias_area():
-    """Issue 6 item 14: fill="uniform" (uniform refinement) is distinct from the serialisation mode "area";
-    the old name still works, with a DeprecationWarning, and gives the same forest."""
+def test_fill_uniform_and_pad():
+    """fill="uniform" (uniform refinement) is distinct from the serialisation mode "area": the pre-release
+    alias fill="area" is gone and is an error naming the choices."""
     from monai_shf.forest import FILL_MODES
 
     assert FILL_MODES == ("uniform", "pad")
     score = np.zeros((64, 48))
     score[10, 10] = 1
     uniform = build_forest(score, 100, fill="uniform")
-    with pytest.warns(DeprecationWarning, match='fill="uniform"'):
-        area = build_forest(score, 100, fill="area")
-    assert area == uniform and uniform.num_leaves > build_forest(score, 100, fill="pad").num_leaves
+    with pytest.raises(ValueError, match="fill must be one of"):
+        build_forest(score, 100, fill="area")
+    assert uniform.num_leaves > build_forest(score, 100, fill="pad").num_leaves
 
 
 @pytest.mark.parametrize("density", [0.002, 0.05, 0.3])

@@ -39,12 +39,12 @@ def test_edge_map_transform_keeps_metadata():
     assert isinstance(out, MetaTensor) and out.shape == (1, 96, 128) and out.dtype == torch.uint8
     assert torch.equal(out.affine, img.affine)
     np.testing.assert_array_equal(out[0].numpy(), soft_edge_map(img.numpy()))
-    canny = EdgeMap(kernel_size=3, thresholds=(50, 100), kind="canny")(img)
+    canny = EdgeMap(kernel_size=3, thresholds=(50, 100), edge_kind="canny")(img)
     assert isinstance(canny, MetaTensor) and canny.dtype == torch.bool
     np.testing.assert_array_equal(canny[0].numpy(), edge_map(img.numpy()))
     assert EdgeMap()(img.numpy()).shape == (1, 96, 128)
     with pytest.raises(ValueError, match="kind"):
-        EdgeMap(kind="sobel")
+        EdgeMap(edge_kind="sobel")
 
 
 def test_patch_records_a_picklable_forest_and_inverts():
@@ -230,18 +230,18 @@ def test_split_criterion_option(criterion):
     # the two criteria differ on this image: the option is not ignored
     other = "edges" if criterion == "error" else "error"
     assert HierarchicalPatch(length=160, patch_size=4, criterion=other).build(img) != expected
-    assert HierarchicalPatch(length=160, patch_size=4).criterion == "error"
+    assert HierarchicalPatch(length=160, patch_size=4).spec.criterion == "error"
 
 
 def test_edge_forest_checks_edge_kind():
-    from monai_shf.transforms import edge_forest
+    from monai_shf.forest import edge_forest
 
     img = np.stack([_blobs(seed=2)]) * 200
     with pytest.raises(ValueError, match="edge_kind"):
-        edge_forest(img, 32, 3, (50, 100), 2, "uniform", "max", "itk", edge_kind="Soft")
+        edge_forest(img, 32, edge_kind="Soft")
     with pytest.raises(ValueError, match="edge_kind"):
         HierarchicalPatch(length=16, patch_size=4, edge_kind="sobel")
-    canny = edge_forest(img, 32, 3, (50, 100), 2, "uniform", "max", "itk", edge_kind="canny", patch_size=4)
+    canny = edge_forest(img, 32, edge_kind="canny", patch_size=4)
     assert canny == build_forest(edge_map(img, 3, (50, 100)), 32, patch_size=4)
 
 

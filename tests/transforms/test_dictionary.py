@@ -149,8 +149,8 @@ def test_rand_patch_is_seeded_and_varies(nuclei2d):
             out = t(sample)
             draws.append(
                 (
-                    t.kernel_size,
-                    t.thresholds,
+                    t.drawn_spec.edges.kernel_size,
+                    t.drawn_spec.edges.thresholds,
                     Forest.from_dict(out["label"].applied_operations[-1]["extra_info"]["forest"]),
                 )
             )
@@ -340,11 +340,11 @@ def test_rand_patcher_is_the_deterministic_patcher_with_drawn_parameters(nuclei2
         mode=("area", "nearest"),
         fill="pad",
         min_size=4,
-        kernel_size=rand.kernel_size,
-        thresholds=rand.thresholds,
+        kernel_size=rand.drawn_spec.edges.kernel_size,
+        thresholds=rand.drawn_spec.edges.thresholds,
     )(sample)
     assert torch.equal(out["label"], fixed["label"]) and torch.equal(out["geom"], fixed["geom"])
-    assert rand.patcher.fill == "pad" and rand.patcher.min_size == 4
+    assert rand.spec.fill == "pad" and rand.spec.min_size == 4
     pre = Compose([rand])
     out["pred"] = MetaTensor(torch.rand(2, 256, 8, 8))
     assert Invertd(keys="pred", transform=pre, orig_keys="image")(out)["pred"].shape == (2, 512, 512)
@@ -352,14 +352,14 @@ def test_rand_patcher_is_the_deterministic_patcher_with_drawn_parameters(nuclei2
         RandHierarchicalPatchd("image", 64, 8, kernel_size=3)
 
 
-def test_fill_area_is_a_deprecated_alias_of_uniform(nuclei2d):
+def test_fill_uniform_uses_the_budget_and_unknown_fill_is_an_error(nuclei2d):
     sample = _nuclei_sample(nuclei2d)
     uniform = HierarchicalPatchd("image", 256, 8, fill="uniform", thresholds=(250, 255))(sample)
-    with pytest.warns(DeprecationWarning, match="uniform"):
-        old = HierarchicalPatchd("image", 256, 8, fill="area", thresholds=(250, 255))
-    assert torch.equal(old(sample)["geom"], uniform["geom"]) and bool(uniform["token_mask"].all())
-    with pytest.warns(DeprecationWarning):
-        assert RandHierarchicalPatchd("image", 64, 8, fill="area").patcher.fill == "uniform"
+    assert bool(uniform["token_mask"].all())
+    with pytest.raises(ValueError, match="fill must be one of"):
+        HierarchicalPatchd("image", 256, 8, fill="area")
+    with pytest.raises(ValueError, match="fill must be one of"):
+        RandHierarchicalPatchd("image", 64, 8, fill="area")
 
 
 def test_split_criterion_through_the_dictionary_transforms(nuclei2d):

@@ -140,7 +140,7 @@ def test_random_version_is_seeded_and_draws_parameters(slide_pair):
     for _ in range(4):
         fa, fb = forest_from_trace(a(paths)["image"])[0], forest_from_trace(b(paths)["image"])[0]
         assert fa == fb
-        drawn.add((a.kernel_size, a.thresholds))
+        drawn.add((a.drawn_spec.edges.kernel_size, a.drawn_spec.edges.thresholds))
     assert len(drawn) > 1
 
 
