@@ -12,7 +12,7 @@ PYTEST_ARGS ?= -n 2
 # the real images beside the repository (patch-demo, generated slides' tissue texture), when present
 export MONAI_SHF_DATA ?= $(wildcard $(abspath ../shared/data))
 
-.PHONY: venv lint format test demo bench clean
+.PHONY: venv lint format test wheel-check demo bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ format: venv
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS) tests
+
+# the built wheel in a fresh venv outside the checkout: bundle list, make-slide, segment-slide, a bundle run
+wheel-check: venv
+	PYTHON=$(BIN)/python TORCH_SPEC="$(TORCH_SPEC)" bash .ci/wheel_check
 
 demo: venv
 	$(BIN)/monai-shf demo --output-dir outputs/demo

@@ -94,7 +94,7 @@ def tissue_texture() -> tuple[np.ndarray, np.ndarray, str]:
     from monai_shf.data.synthetic import synthetic_tissue_2d
 
     warnings.warn(
-        "shared/data/ihc2d/ihc.png not found (set MONAI_SHF_DATA to the data folder): the slide is built "
+        "ihc2d/ihc.png not found in the real-data root (set MONAI_SHF_DATA to the folder holding ihc2d/): the slide is built "
         "from a generated tissue texture instead of real tissue.",
         stacklevel=2,
     )
