@@ -146,16 +146,43 @@ def demo_figure(preprocessing: Any, item: dict, pred_path: str | Path) -> tuple[
     return figure, forest
 
 
+# the demo's small network and schedule: a minute on 2 CPU cores
+_DEMO_NETWORK = {
+    "network_def#hidden_size": 128,
+    "network_def#mlp_dim": 256,
+    "network_def#num_layers": 4,
+    "network_def#num_heads": 4,
+}
+# what inference.yaml shares with train.yaml (it has no training schedule)
+_INFERENCE_KEYS = ("bundle_root", "num_train", "num_val", "image_size", *_DEMO_NETWORK)
+
+
+def _demo_workflow(files: list[str], kind: str, overrides: dict) -> Any:
+    """An initialised ``ConfigWorkflow`` of the shipped 2D bundle's ``files`` with ``overrides``."""
+    from monai.bundle import ConfigWorkflow
+
+    configs = bundle_path("shf_2d_segmentation") / "configs"
+    workflow = ConfigWorkflow(
+        config_file=[str(configs / f) for f in files],
+        workflow_type=kind,
+        meta_file=str(configs / "metadata.json"),
+        logging_file=str(configs / "logging.conf"),
+        **overrides,
+    )
+    workflow.initialize()
+    return workflow
+
+
 def training_demo(output_dir: Path, max_epochs: int, num_train: int, image_size: int) -> dict:
-    """Train, evaluate and run inference with the 2D bundle (small network) under ``output_dir``."""
+    """Train, evaluate and run inference with the shipped 2D bundle (small network) under ``output_dir``
+    (the runs' ``bundle_root``), then draw the first validation image's figure."""
     import warnings
 
     import torch
-    from monai.bundle import ConfigWorkflow
+    from PIL import Image
 
     from monai_shf.visualize import save_png
 
-    configs = bundle_path("shf_2d_segmentation") / "configs"
     torch.set_num_threads(max(1, torch.get_num_threads()))
     overrides = {
         "bundle_root": str(output_dir.resolve()),
@@ -164,60 +191,31 @@ def training_demo(output_dir: Path, max_epochs: int, num_train: int, image_size:
         "num_train": num_train,
         "num_val": 2,
         "image_size": image_size,
-        "network_def#hidden_size": 128,
-        "network_def#mlp_dim": 256,
-        "network_def#num_layers": 4,
-        "network_def#num_heads": 4,
+        **_DEMO_NETWORK,
         "learning_rate": 5e-4,
         "resume": False,
         "progress_bar": False,
     }
-    common = dict(meta_file=str(configs / "metadata.json"), logging_file=str(configs / "logging.conf"))
-
-    def workflow(files: list[str], kind: str, keys: tuple[str, ...] | None = None) -> ConfigWorkflow:
-        chosen = overrides if keys is None else {k: v for k, v in overrides.items() if k in keys}
-        wf = ConfigWorkflow(config_file=[str(configs / f) for f in files], workflow_type=kind, **common, **chosen)
-        wf.initialize()
-        return wf
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t0 = time.perf_counter()
-        train = workflow(["train.yaml"], "train")
+        train = _demo_workflow(["train.yaml"], "train", overrides)
         train.run()
         t1 = time.perf_counter()
-        evaluate = workflow(["train.yaml", "evaluate.yaml"], "train")
+        evaluate = _demo_workflow(["train.yaml", "evaluate.yaml"], "train", overrides)
         evaluate.run()
         metrics = dict(evaluate.parser.get_parsed_content("validate#evaluator").state.metrics)
-        infer = workflow(
-            ["inference.yaml"],
-            "infer",
-            keys=(
-                "bundle_root",
-                "num_train",
-                "num_val",
-                "image_size",
-                "network_def#hidden_size",
-                "network_def#mlp_dim",
-                "network_def#num_layers",
-                "network_def#num_heads",
-            ),
-        )
-        infer.run()
-    # a figure of the first validation image, with the forest its validation pipeline built
-    from PIL import Image
-
-    datalist = train.parser.get_parsed_content("datalist")
-    item = datalist["validation"][0]
-    truth = np.asarray(Image.open(item["label"]))
+        infer_overrides = {k: v for k, v in overrides.items() if k in _INFERENCE_KEYS}
+        _demo_workflow(["inference.yaml"], "infer", infer_overrides).run()
+    item = train.parser.get_parsed_content("datalist")["validation"][0]
     pred_path = output_dir / "eval" / "predictions" / (Path(item["image"]).stem + "_seg.png")
-    pred = np.asarray(Image.open(pred_path))
+    # the forest of the figure is the one the validation pipeline built
     figure, _ = demo_figure(train.parser.get_parsed_content("validate#preprocessing"), item, pred_path)
-    path = save_png(output_dir / "demo_figure.png", figure)
+    pred, truth = np.asarray(Image.open(pred_path)), np.asarray(Image.open(item["label"]))
     return {
         "metrics": metrics,
         "train_seconds": t1 - t0,
-        "figure": str(path),
+        "figure": str(save_png(output_dir / "demo_figure.png", figure)),
         "pred_path": str(pred_path),
         "dice_figure_image": _dice(pred > 0, truth > 0),
     }

@@ -57,11 +57,53 @@ def shf_figure(
         ``{"figure", "leaves", "upper_bound_dice", "dice"}`` (``dice`` of the prediction, or None).
     """
     import torch
+
+    from monai_shf.transforms import Depatch
+    from monai_shf.visualize import panels, save_png
+
+    parser, patched, forest, truth = _patched_sample(image, label, bundle, overrides, binarize)
+    num_classes = int(parser["num_classes"])
+    depatcher = Depatch("linear")
+    fractions = torch.as_tensor(patched["label"]).as_subclass(torch.Tensor)
+    recon = depatcher(fractions, forest=forest).argmax(0)
+    upper = foreground_dice(recon, truth, num_classes)
+    img_tokens = torch.as_tensor(patched["image"]).as_subclass(torch.Tensor)
+    view = _View(np.asarray(patched["source_image"]), forest)
+    row1, titles1, row2, titles2 = _truth_panels(
+        view, truth, recon, upper, img_tokens, fractions, patched["token_mask"]
+    )
+    dice = None
+    if checkpoint is not None:
+        network = _figure_network(parser, Path(checkpoint), img_tokens.shape[0])
+        with torch.no_grad():
+            logits = network(
+                img_tokens[None].float(),
+                torch.as_tensor(patched["geom"])[None].float(),
+                torch.as_tensor(patched["token_mask"])[None].bool(),
+            )
+        probs = torch.softmax(logits, dim=1)[0]
+        prediction = depatcher(probs, forest=forest).argmax(0)
+        dice = foreground_dice(prediction, truth, num_classes)
+        row2 += view.prediction_panels(probs, prediction, patched["token_mask"])
+        titles2 += ["predicted tokens", f"prediction: Dice {dice:.3f}"]
+    else:
+        row2 += [_note("no checkpoint: pass --checkpoint")] * 2
+        titles2 += ["predicted tokens", "prediction (depatched)"]
+    top, bottom = panels(row1, titles1, width=width), panels(row2, titles2, width=width)
+    bottom = np.pad(bottom, ((0, 0), (0, top.shape[1] - bottom.shape[1]), (0, 0)), constant_values=255)
+    figure = np.concatenate([top, np.full((8, top.shape[1], 3), 255, np.uint8), bottom], axis=0)
+    path = save_png(out, figure)
+    return {"figure": str(path), "leaves": forest.num_leaves, "upper_bound_dice": upper, "dice": dice}
+
+
+def _patched_sample(image: Path, label: Path, bundle: Path | None, overrides: dict | None, binarize: bool):
+    """``(parser, patched sample, forest, truth)`` of one pair through the bundle's validation preprocessing
+    (``patched["source_image"]`` is the image before patching; ``truth`` the ``(*spatial)`` int64 labels)."""
+    import torch
     from monai.bundle import ConfigParser
     from monai.transforms import Compose
 
-    from monai_shf.transforms import Depatch, HierarchicalPatchd
-    from monai_shf.visualize import forest_overlay, label_rgb, panels, save_png, to_rgb, token_strip
+    from monai_shf.transforms import HierarchicalPatchd
 
     bundle = bundle_path("shf_2d_segmentation") if bundle is None else Path(bundle)
     config = bundle / "configs" / "train.yaml"
@@ -76,7 +118,7 @@ def shf_figure(
     if at is None:
         raise ValueError(f"{config}: validate#preprocessing has no HierarchicalPatchd.")
     patcher = steps[at]
-    data = Compose([t for t in steps[:at]])({"image": str(image), "label": str(label)})
+    data = Compose(list(steps[:at]))({"image": str(image), "label": str(label)})
     truth = torch.as_tensor(data["label"]).as_subclass(torch.Tensor)
     truth = (truth > 0) if binarize else truth.round()
     num_classes = int(parser["num_classes"])
@@ -88,71 +130,59 @@ def shf_figure(
     data["label"] = truth.to(torch.uint8)
     forest = patcher.forest(data)
     # the bundle's steps after the patcher too (e.g. the 2D bundle scales the image tokens after patching)
-    patched = Compose(steps[at + 1 :])(patcher.patch(data, forest))
-    depatcher = Depatch("linear")
-    fractions = torch.as_tensor(patched["label"]).as_subclass(torch.Tensor)
-    recon = depatcher(fractions, forest=forest).argmax(0)
-    truth = truth[0].long()
-    upper = foreground_dice(recon, truth, num_classes)
-    mask = patched["token_mask"]
-    img_tokens = torch.as_tensor(patched["image"]).as_subclass(torch.Tensor)
-    mask_tokens = fractions.argmax(0, keepdim=True)
-    image_arr = np.asarray(data["image"])
-    if forest.spatial_dims == 2:  # MONAI's 2D readers index (x, y): show arrays and tokens as the file looks
+    patched = Compose(list(steps[at + 1 :]))(patcher.patch(data, forest))
+    patched["source_image"] = data["image"]
+    return parser, patched, forest, truth[0].long()
+
+
+class _View:
+    """How panels are shown: MONAI's 2D readers index ``(x, y)``, so 2D arrays, tokens and the forest are
+    transposed to look as the file does; 3D shows the middle slice (the drawing helpers' default)."""
+
+    def __init__(self, image: np.ndarray, forest) -> None:
         from monai_shf.forest import Forest
 
-        shown_image = image_arr.swapaxes(1, 2)
-        shown_forest = Forest(forest.starts[:, ::-1], forest.sizes[:, ::-1], forest.spatial_shape[::-1], forest.length)
+        self.transpose = forest.spatial_dims == 2
+        if self.transpose:
+            self.image = image.swapaxes(1, 2)
+            self.forest = Forest(
+                forest.starts[:, ::-1], forest.sizes[:, ::-1], forest.spatial_shape[::-1], forest.length
+            )
+        else:
+            self.image, self.forest = image, forest
 
-        def show(a):
-            return a.swapaxes(-1, -2)
-    else:
-        shown_image, shown_forest = image_arr, forest
+    def __call__(self, a):
+        return a.swapaxes(-1, -2) if self.transpose else a
 
-        def show(a):
-            return a
+    def prediction_panels(self, probs, prediction, mask) -> list[np.ndarray]:
+        from monai_shf.visualize import label_rgb, token_strip
+
+        return [
+            token_strip(self(probs.argmax(0, keepdim=True)), mask, labels=True),
+            label_rgb(self(prediction.numpy())),
+        ]
+
+
+def _truth_panels(view: _View, truth, recon, upper: float, img_tokens, fractions, mask):
+    """Row 1 (input, truth, reconstruction, forest) and the token strips of row 2, with their titles."""
+    from monai_shf.visualize import forest_overlay, label_rgb, to_rgb, token_strip
 
     row1 = [
-        to_rgb(shown_image),
-        label_rgb(show(truth.numpy())),
-        label_rgb(show(recon.numpy())),
-        forest_overlay(shown_image, shown_forest),
+        to_rgb(view.image),
+        label_rgb(view(truth.numpy())),
+        label_rgb(view(recon.numpy())),
+        forest_overlay(view.image, view.forest),
     ]
-    titles1 = [
-        "input",
-        "ground truth",
-        f"reconstructed, Dice {upper:.3f}",
-        f"forest: {forest.num_leaves} leaves",
-    ]
-    row2 = [token_strip(show(img_tokens), mask), token_strip(show(mask_tokens), mask, labels=True)]
-    titles2 = ["image tokens", "mask tokens"]
-    dice = None
-    if checkpoint is not None:
-        network = _figure_network(parser, Path(checkpoint), img_tokens.shape[0])
-        with torch.no_grad():
-            logits = network(
-                img_tokens[None].float(),
-                torch.as_tensor(patched["geom"])[None].float(),
-                torch.as_tensor(mask)[None].bool(),
-            )
-        probs = torch.softmax(logits, dim=1)[0]
-        prediction = depatcher(probs, forest=forest).argmax(0)
-        dice = foreground_dice(prediction, truth, num_classes)
-        row2 += [
-            token_strip(show(probs.argmax(0, keepdim=True)), mask, labels=True),
-            label_rgb(show(prediction.numpy())),
-        ]
-        titles2 += ["predicted tokens", f"prediction: Dice {dice:.3f}"]
-    else:
-        note = np.full((256, 256, 3), 255, np.uint8)
-        cv_text = "no checkpoint: pass --checkpoint"
-        import cv2 as cv
+    titles1 = ["input", "ground truth", f"reconstructed, Dice {upper:.3f}", f"forest: {view.forest.num_leaves} leaves"]
+    mask_tokens = fractions.argmax(0, keepdim=True)
+    row2 = [token_strip(view(img_tokens), mask), token_strip(view(mask_tokens), mask, labels=True)]
+    return row1, titles1, row2, ["image tokens", "mask tokens"]
 
-        cv.putText(note, cv_text, (8, 128), cv.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv.LINE_AA)
-        row2 += [note, note]
-        titles2 += ["predicted tokens", "prediction (depatched)"]
-    top, bottom = panels(row1, titles1, width=width), panels(row2, titles2, width=width)
-    bottom = np.pad(bottom, ((0, 0), (0, top.shape[1] - bottom.shape[1]), (0, 0)), constant_values=255)
-    figure = np.concatenate([top, np.full((8, top.shape[1], 3), 255, np.uint8), bottom], axis=0)
-    path = save_png(out, figure)
-    return {"figure": str(path), "leaves": forest.num_leaves, "upper_bound_dice": upper, "dice": dice}
+
+def _note(text: str) -> np.ndarray:
+    """A blank 256² panel saying ``text``."""
+    import cv2 as cv
+
+    note = np.full((256, 256, 3), 255, np.uint8)
+    cv.putText(note, text, (8, 128), cv.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv.LINE_AA)
+    return note
