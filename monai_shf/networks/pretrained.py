@@ -284,8 +284,18 @@ def load_vit_weights(
         raise ValueError(f"{name} has no 'blocks.<i>.' keys: not a {source} ViT state dict.")
     depth = max(depths) + 1
     params = dict(net.named_parameters())
-    updates: dict[str, torch.Tensor] = {}
+    updates = _block_updates(net, canonical, depth, params, name, report)
+    updates.update(_embedding_updates(net, canonical, params, name, report, load_patch_embed))
+    with torch.no_grad():
+        for target, value in updates.items():
+            params[target].copy_(value.to(params[target].dtype))  # copy_: the caller's tensors stay untouched
+    _finish_report(net, report, canonical, updates, params, source, load_patch_embed)
+    return report
 
+
+def _block_updates(net: SHFViT, canonical: dict, depth: int, params: dict, name: str, report: PretrainedReport) -> dict:
+    """The transformer blocks' tensors (layer scales folded in), taken out of ``canonical``."""
+    updates: dict[str, torch.Tensor] = {}
     for index in range(min(depth, net.num_layers)):
         folded = {
             "attn.proj": _fold_layer_scale(canonical, index, "ls1", "attn.proj", report),
@@ -308,7 +318,14 @@ def load_vit_weights(
             updates[target] = value
     for index in range(depth, net.num_layers):
         report.notes.append(f"block {index}: beyond the source's {depth} blocks, left at its initialisation")
+    return updates
 
+
+def _embedding_updates(
+    net: SHFViT, canonical: dict, params: dict, name: str, report: PretrainedReport, load_patch_embed: bool
+) -> dict:
+    """The patch embedding (adapted to the token shape) and the final norm, taken out of ``canonical``."""
+    updates: dict[str, torch.Tensor] = {}
     if load_patch_embed and "patch_embed.proj.weight" in canonical:
         key, kernel = canonical.pop("patch_embed.proj.weight")
         if kernel.ndim != 4 or kernel.shape[0] != net.hidden_size:
@@ -326,10 +343,19 @@ def load_vit_weights(
         entry = canonical.get(f"norm.{suffix}")
         if entry is not None and tuple(entry[1].shape) == tuple(params[f"norm.{suffix}"].shape):
             updates[f"norm.{suffix}"] = canonical.pop(f"norm.{suffix}")[1]
+    return updates
 
-    with torch.no_grad():
-        for target, value in updates.items():
-            params[target].copy_(value.to(params[target].dtype))  # copy_: the caller's tensors stay untouched
+
+def _finish_report(
+    net: SHFViT,
+    report: PretrainedReport,
+    canonical: dict,
+    updates: dict,
+    params: dict,
+    source: str,
+    load_patch_embed: bool,
+) -> None:
+    """What was loaded, what is missing, why each unused source tensor was not used, and the caveats."""
     report.loaded = list(updates)
     report.missing = [n for n in params if n not in updates]
     for canonical_name, (key, _) in canonical.items():
@@ -352,7 +378,6 @@ def load_vit_weights(
             "SAM's window attention (14 x 14 windows except in its global blocks) has no weights: SHFViT attends "
             "globally in every block; its relative-position tables and neck are not used"
         )
-    return report
 
 
 def load_pretrained(
