@@ -2,7 +2,8 @@
 
 MONAI's ``CheckpointSaver`` writes checkpoints in place (``atomic=False``), so a run killed while
 saving leaves a truncated file, and with a fixed filename it deletes the previous checkpoint before
-writing the new one. :class:`AtomicCheckpointSaver` keeps MONAI's interface and behaviour but writes
+writing the new one. :class:`AtomicCheckpointSaver` takes MONAI's arguments and saves on the same events
+(ignite ``Checkpoint`` objects with an atomic ``save_handler``, :class:`AtomicDiskSaver`) but writes
 every checkpoint to a temporary file in the same folder, fsyncs it and renames it over the target
 (``os.replace`` is atomic on POSIX): a reader sees the old checkpoint or the new one, never half of
 one. It also offers a fixed ``latest_filename`` for the interval checkpoint, so resuming needs no glob.
@@ -14,7 +15,9 @@ its forest drawn over the depatched image, the depatched prediction and the grou
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -22,11 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint
 from ignite.handlers.checkpoint import BaseSaveHandler
-from monai.handlers import CheckpointSaver, IgniteMetricHandler
+from monai.handlers import IgniteMetricHandler, TensorBoardHandler
 from monai.metrics import CumulativeIterationMetric
 from monai.metrics.utils import do_metric_reduction
-from monai.utils import MetricReduction
+from monai.utils import MetricReduction, is_scalar
 
 from monai_shf.transforms.functional import depatch, forest_from_trace
 from monai_shf.utils import atomic_write
@@ -67,28 +71,152 @@ class AtomicDiskSaver(BaseSaveHandler):
             os.remove(path)
 
 
-class AtomicCheckpointSaver(CheckpointSaver):
-    """MONAI's ``CheckpointSaver`` with atomic writes (see the module docstring).
+class AtomicCheckpointSaver:
+    """Checkpoint handler with MONAI ``CheckpointSaver``'s arguments that writes atomically (see the module
+    docstring): ignite ``Checkpoint`` objects whose ``save_handler`` is an :class:`AtomicDiskSaver`.
 
     Args:
-        latest_filename: fixed name of the interval checkpoint (``save_interval > 0``), e.g.
-            ``"latest.pt"``; by default MONAI's numbered names (``..._epoch=N.pt``) are kept.
-        Others: as ``monai.handlers.CheckpointSaver``.
+        save_dir: folder of the checkpoints.
+        save_dict: the objects to save, e.g. ``{"model": net, "optimizer": opt, "trainer": engine}``.
+        name: logger name (default: the engine's logger).
+        file_prefix: prefix of the numbered file names.
+        save_final: save at ``COMPLETED`` and, before re-raising, at ``EXCEPTION_RAISED``.
+        final_filename: fixed name of the final checkpoint (default ``..._final_iteration=N.pt``).
+        save_key_metric: save when the key metric beats all earlier values.
+        key_metric_name: metric in ``engine.state.metrics`` (default ``engine.state.key_metric_name``).
+        key_metric_n_saved: how many best checkpoints to keep.
+        key_metric_filename: fixed name of the best checkpoint (then ``key_metric_n_saved`` must be 1).
+        key_metric_save_state: also store the best-score tracking in the best checkpoint.
+        key_metric_greater_or_equal: an equal score replaces the kept checkpoint.
+        key_metric_negative_sign: smaller is better (the score is negated).
+        epoch_level: ``save_interval`` counts epochs (else iterations).
+        save_interval: save every N epochs/iterations (0: never).
+        n_saved: how many interval checkpoints to keep (``None``: all).
+        latest_filename: fixed name of the interval checkpoint, e.g. ``"latest.pt"``; by default
+            numbered names (``..._epoch=N.pt``) as in MONAI.
     """
 
-    def __init__(self, *args: Any, latest_filename: str | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if self._final_checkpoint is not None:
-            self._final_checkpoint.save_handler = AtomicDiskSaver(self.save_dir, self._final_filename)
-        if self._key_metric_checkpoint is not None:
-            self._key_metric_checkpoint.save_handler = AtomicDiskSaver(self.save_dir, kwargs.get("key_metric_filename"))
-        if self._interval_checkpoint is not None:
-            self._interval_checkpoint.save_handler = AtomicDiskSaver(self.save_dir, latest_filename)
+    def __init__(
+        self,
+        save_dir: str,
+        save_dict: dict,
+        name: str | None = None,
+        file_prefix: str = "",
+        save_final: bool = False,
+        final_filename: str | None = None,
+        save_key_metric: bool = False,
+        key_metric_name: str | None = None,
+        key_metric_n_saved: int = 1,
+        key_metric_filename: str | None = None,
+        key_metric_save_state: bool = False,
+        key_metric_greater_or_equal: bool = False,
+        key_metric_negative_sign: bool = False,
+        epoch_level: bool = True,
+        save_interval: int = 0,
+        n_saved: int | None = None,
+        latest_filename: str | None = None,
+    ) -> None:
+        if save_dir is None:
+            raise ValueError("save_dir must name the folder of the checkpoints, got None.")
+        if not save_dict:
+            raise ValueError("save_dict must map names to the objects to save, got an empty mapping.")
+        key_metric_n_saved = check_int(key_metric_n_saved, "key_metric_n_saved", 1)
+        if key_metric_filename is not None and key_metric_n_saved > 1:
+            raise ValueError(
+                f"key_metric_filename={key_metric_filename!r} keeps one best checkpoint, "
+                f"got key_metric_n_saved={key_metric_n_saved}."
+            )
+        self.save_dir, self.save_dict = str(save_dir), save_dict
+        self.epoch_level, self.save_interval = bool(epoch_level), check_int(save_interval, "save_interval", 0)
+        self.name, self.logger = name, logging.getLogger(name)
+        self.final_filename = final_filename
+        self.key_metric_name, self.key_metric_negative_sign = key_metric_name, bool(key_metric_negative_sign)
+
+        def checkpoint(filename: str | None, score_function: Callable, score_name: str, **kwargs: Any) -> Checkpoint:
+            return Checkpoint(
+                to_save=self.save_dict,
+                save_handler=AtomicDiskSaver(self.save_dir, filename),
+                filename_prefix=file_prefix,
+                score_function=score_function,
+                score_name=score_name,
+                **kwargs,
+            )
+
+        self.final_checkpoint = (
+            checkpoint(final_filename, lambda engine: engine.state.iteration, "final_iteration", n_saved=1)
+            if save_final
+            else None
+        )
+        self.key_metric_checkpoint = (
+            checkpoint(
+                key_metric_filename,
+                self._key_score,
+                "key_metric",
+                n_saved=key_metric_n_saved,
+                include_self=key_metric_save_state,
+                greater_or_equal=key_metric_greater_or_equal,
+            )
+            if save_key_metric
+            else None
+        )
+        self.interval_checkpoint = (
+            checkpoint(
+                latest_filename,
+                lambda engine: engine.state.epoch if self.epoch_level else engine.state.iteration,
+                "epoch" if self.epoch_level else "iteration",
+                n_saved=n_saved,
+            )
+            if self.save_interval > 0
+            else None
+        )
+
+    def _key_score(self, engine: Engine) -> float:
+        name = self.key_metric_name or getattr(engine.state, "key_metric_name", None)
+        if not isinstance(name, str):
+            raise ValueError(
+                "save_key_metric=True needs key_metric_name or an engine with a key metric, "
+                f"got key_metric_name={self.key_metric_name!r}."
+            )
+        metric = engine.state.metrics[name]
+        if not is_scalar(metric):
+            warnings.warn(f"key metric {name!r} is not a scalar ({metric!r}): no checkpoint saved.", stacklevel=2)
+            return -1.0
+        return -float(metric) if self.key_metric_negative_sign else float(metric)
+
+    def attach(self, engine: Engine) -> None:
+        """Save on the configured events of ``engine`` (a trainer or an evaluator)."""
+        if self.name is None:
+            self.logger = engine.logger
+        if self.final_checkpoint is not None:
+            engine.add_event_handler(Events.COMPLETED, self.completed)
+            engine.add_event_handler(Events.EXCEPTION_RAISED, self.exception_raised)
+        if self.key_metric_checkpoint is not None:
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self.key_metric_checkpoint)
+        if self.interval_checkpoint is not None:
+            event = Events.EPOCH_COMPLETED if self.epoch_level else Events.ITERATION_COMPLETED
+            engine.add_event_handler(event(every=self.save_interval), self.interval_checkpoint)
+
+    def completed(self, engine: Engine) -> None:
+        """Save the final checkpoint (replacing an earlier final one)."""
+        if self.final_checkpoint is None:
+            raise RuntimeError("completed() needs save_final=True.")
+        self.final_checkpoint(engine)
+        self.logger.info(f"Saved final checkpoint: {self.final_checkpoint.last_checkpoint}")
+
+    def exception_raised(self, engine: Engine, e: BaseException) -> None:
+        """Save the final checkpoint, then re-raise ``e`` (ignite stops at the first handler of this event)."""
+        self.completed(engine)
+        raise e
 
     def state_dict(self) -> dict:
         """The key-metric tracking (best scores so far), so that saving it with the trainer lets a
         resumed run keep the old best checkpoint unless it beats it (``load_state_dict`` restores)."""
-        return self._key_metric_checkpoint.state_dict() if self._key_metric_checkpoint is not None else {}
+        return self.key_metric_checkpoint.state_dict() if self.key_metric_checkpoint is not None else {}
+
+    def load_state_dict(self, state_dict: Mapping) -> None:
+        """Restore the key-metric tracking saved by :meth:`state_dict` (nothing to do without a key metric)."""
+        if self.key_metric_checkpoint is not None and state_dict:
+            self.key_metric_checkpoint.load_state_dict(state_dict)
 
 
 class PrecomputedMetric(CumulativeIterationMetric):
@@ -157,7 +285,7 @@ def _class_map(x: Any) -> np.ndarray:
     return (x.argmax(0) if x.shape[0] > 1 else np.rint(x[0])).astype(np.int64)
 
 
-class TensorBoardForestImageHandler:
+class TensorBoardForestImageHandler(TensorBoardHandler):
     """Log one validation sample per round to TensorBoard: forest overlay, depatched prediction, truth.
 
     Attach it to a MONAI evaluator whose batch carries SHF image tokens with their patch record (as the
@@ -166,6 +294,9 @@ class TensorBoardForestImageHandler:
     forest drawn over the depatched image tokens (the image as the network sees it), the prediction
     (argmax over classes) and the reference label, side by side. 3D: the middle slice along the last
     axis. The step is the evaluator's epoch (the trainer's epoch under ``ValidationHandler``).
+
+    A writer the handler creates is its own (MONAI's ``TensorBoardHandler``): it is closed when the
+    engine completes (a later run reopens it), a writer passed in is left to its owner.
 
     Args:
         summary_writer: a ``SummaryWriter``; default: a new one writing to ``log_dir``.
@@ -190,11 +321,8 @@ class TensorBoardForestImageHandler:
         index: int = 0,
         global_iter_transform: Callable[[int], int] = lambda x: x,
     ) -> None:
-        if summary_writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            summary_writer = SummaryWriter(log_dir=log_dir)
-        self.writer, self.tag = summary_writer, str(tag)
+        super().__init__(summary_writer=summary_writer, log_dir=log_dir)
+        self.tag = str(tag)
         self.image_key, self.pred_key, self.label_key = image_key, pred_key, label_key
         self.index = check_int(index, "index", 0)
         self.global_iter_transform = global_iter_transform
@@ -203,6 +331,13 @@ class TensorBoardForestImageHandler:
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_STARTED, self._arm)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+        engine.add_event_handler(Events.COMPLETED, lambda _: self.close())
+        engine.add_event_handler(Events.TERMINATE, lambda _: self.close())
+
+    @property
+    def writer(self) -> Any:
+        """The ``SummaryWriter`` the pictures go to."""
+        return self._writer
 
     def _arm(self, engine: Engine) -> None:
         self._pending = True

@@ -1,4 +1,4 @@
-"""monai_shf.handlers: checkpoints a crash cannot truncate."""
+"""monai_shf.handlers: checkpoints a crash cannot truncate, the forest picture in TensorBoard."""
 
 from __future__ import annotations
 
@@ -53,6 +53,47 @@ def test_saver_keeps_latest_and_best_under_fixed_names(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["best.pt", "latest.pt"]
     state = torch.load(tmp_path / "latest.pt")["trainer"]
     assert state["iteration"] == 3 and state["max_epochs"] == 3  # the trainer's progress, for resuming
+    assert torch.load(tmp_path / "best.pt")["weight"].shape == (1, 2)  # one object: its state dict
+    # the best-score tracking survives a restart: a worse score does not replace the old best
+    tracking = best.state_dict()
+    assert [priority for priority, _ in tracking["_saved"]] == [0.5]  # ignite Checkpoint.state_dict
+    resumed = AtomicCheckpointSaver(
+        str(tmp_path), {"model": net}, save_key_metric=True, key_metric_name="dice", key_metric_filename="best.pt"
+    )
+    resumed.load_state_dict(tracking)
+    engine2 = Engine(lambda e, b: None)
+    engine2.add_event_handler(Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update(dice=0.4))
+    resumed.attach(engine2)
+    before = os.stat(tmp_path / "best.pt").st_mtime_ns
+    engine2.run([0], max_epochs=1)
+    assert os.stat(tmp_path / "best.pt").st_mtime_ns == before, "a worse score replaced the best checkpoint"
+
+
+def test_saver_saves_the_final_checkpoint_and_reraises(tmp_path):
+    net = torch.nn.Linear(2, 1)
+    engine = Engine(lambda e, b: (_ for _ in ()).throw(RuntimeError("boom")) if e.state.iteration == 2 else None)
+    AtomicCheckpointSaver(str(tmp_path), {"model": net}, save_final=True, final_filename="final.pt").attach(engine)
+    with pytest.raises(RuntimeError, match="boom"):
+        engine.run([0, 1, 2], max_epochs=1)
+    assert os.listdir(tmp_path) == ["final.pt"]
+    engine = Engine(lambda e, b: None)
+    AtomicCheckpointSaver(str(tmp_path / "numbered"), {"model": net}, save_final=True).attach(engine)
+    engine.run([0, 1], max_epochs=2)
+    assert os.listdir(tmp_path / "numbered") == ["model_final_iteration=4.pt"]
+
+
+def test_saver_checks_its_arguments(tmp_path):
+    net = torch.nn.Linear(2, 1)
+    with pytest.raises(ValueError, match="save_dict"):
+        AtomicCheckpointSaver(str(tmp_path), {})
+    with pytest.raises(ValueError, match="key_metric_n_saved"):
+        AtomicCheckpointSaver(
+            str(tmp_path), {"model": net}, save_key_metric=True, key_metric_filename="b.pt", key_metric_n_saved=2
+        )
+    engine = Engine(lambda e, b: None)
+    AtomicCheckpointSaver(str(tmp_path), {"model": net}, save_key_metric=True).attach(engine)
+    with pytest.raises(ValueError, match="key_metric_name"):
+        engine.run([0], max_epochs=1)
 
 
 def _validation_engine(tmp_path, spatial_dims: int):
@@ -99,6 +140,24 @@ def test_forest_image_handler_logs_one_picture_per_round(tmp_path, spatial_dims)
     assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
     truth = label_rgb(output["reference_label"].argmax(0))
     assert truth[4:12, 4:12].any() and not truth[20:, 20:].any()
+
+
+def test_forest_image_handler_closes_the_writer_it_created(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from monai_shf.handlers import TensorBoardForestImageHandler
+
+    engine, handler = _validation_engine(tmp_path, 2)
+    engine.run([0], max_epochs=1)
+    assert handler.writer.all_writers is None, "the handler's own writer is still open after the run"
+    engine.run([0], max_epochs=2)  # a later round (the next validation) reopens it and logs again
+    assert handler.writer.all_writers is None
+    own = SummaryWriter(log_dir=str(tmp_path / "own"))
+    handler = TensorBoardForestImageHandler(summary_writer=own)
+    handler.attach(engine)
+    engine.run([0], max_epochs=3)
+    assert own.all_writers is not None, "a writer passed in was closed by the handler"
+    own.close()
 
 
 def test_forest_image_handler_needs_the_patch_record(tmp_path):

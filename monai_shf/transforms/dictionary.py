@@ -37,6 +37,8 @@ __all__ = [
     "RandHierarchicalPatchDict",
     "DepatchD",
     "DepatchDict",
+    "MaskPaddingTokensD",
+    "MaskPaddingTokensDict",
 ]
 
 
@@ -351,3 +353,4 @@ EdgeMapD = EdgeMapDict = EdgeMapd
 HierarchicalPatchD = HierarchicalPatchDict = HierarchicalPatchd
 RandHierarchicalPatchD = RandHierarchicalPatchDict = RandHierarchicalPatchd
 DepatchD = DepatchDict = Depatchd
+MaskPaddingTokensD = MaskPaddingTokensDict = MaskPaddingTokensd

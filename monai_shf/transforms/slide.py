@@ -38,7 +38,21 @@ from .array import default_inverse_mode
 from .dictionary import HierarchicalPatchd, RandHierarchicalPatchd
 from .functional import forest_from_trace, patch_record_index, record_patch
 
-__all__ = ["SlidePatchd", "RandSlidePatchd", "SaveSlideMaskd", "SlideDiced", "slide_meta"]
+__all__ = [
+    "SlidePatchd",
+    "RandSlidePatchd",
+    "SaveSlideMaskd",
+    "SlideDiced",
+    "SlidePatchD",
+    "SlidePatchDict",
+    "RandSlidePatchD",
+    "RandSlidePatchDict",
+    "SaveSlideMaskD",
+    "SaveSlideMaskDict",
+    "SlideDiceD",
+    "SlideDiceDict",
+    "slide_meta",
+]
 
 
 def _slide_path(value: Any, key: Hashable) -> str:
@@ -235,3 +249,9 @@ class SlideDiced(MapTransform):
             dice = slide_dice(_slide_path(d[key], key), label, self.num_classes)
             d[out_key or f"{key}_dice"] = torch.as_tensor(dice, dtype=torch.float32)
         return d
+
+
+SlidePatchD = SlidePatchDict = SlidePatchd
+RandSlidePatchD = RandSlidePatchDict = RandSlidePatchd
+SaveSlideMaskD = SaveSlideMaskDict = SaveSlideMaskd
+SlideDiceD = SlideDiceDict = SlideDiced

@@ -447,3 +447,13 @@ def test_argmax_depatching_gives_labels_without_a_float_canvas(nuclei2d):
         Depatch(argmax=True)(scores[:1], forest=forest_from_trace(out["image"])[0])
     with pytest.raises(TypeError, match="inverse_argmax"):
         HierarchicalPatchd("image", 64, 8, inverse_argmax="yes")
+
+
+def test_every_dictionary_transform_has_the_monai_aliases():
+    import monai_shf.transforms as transforms
+    from monai_shf.transforms import dictionary
+
+    for name in ("EdgeMap", "HierarchicalPatch", "RandHierarchicalPatch", "Depatch", "MaskPaddingTokens"):
+        for alias in (f"{name}D", f"{name}Dict"):
+            assert getattr(dictionary, alias) is getattr(dictionary, f"{name}d"), alias
+            assert alias in dictionary.__all__ and alias in transforms.__all__, alias

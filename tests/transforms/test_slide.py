@@ -184,3 +184,11 @@ def test_bad_input(slide_pair, tmp_path):
         SlidePatchd("image", 4, PATCH)({"image": str(tiny)})
     with pytest.raises(ValueError, match="num_classes"):
         SlidePatchd(["image", "label"], LENGTH, PATCH, mode=["area", "fraction"])
+
+
+def test_slide_transforms_have_the_monai_aliases():
+    from monai_shf.transforms import slide
+
+    for name in ("SlidePatch", "RandSlidePatch", "SaveSlideMask", "SlideDice"):
+        for alias in (f"{name}D", f"{name}Dict"):
+            assert getattr(slide, alias) is getattr(slide, f"{name}d") and alias in slide.__all__, alias
