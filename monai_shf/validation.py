@@ -22,7 +22,6 @@ __all__ = [
     "check_choice",
     "check_array",
     "check_finite",
-    "is_tensor",
     "to_numpy",
 ]
 
@@ -57,10 +56,6 @@ def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
     return value
-
-
-def is_tensor(x: Any) -> bool:
-    return isinstance(x, torch.Tensor)
 
 
 def to_numpy(x: Any) -> np.ndarray:
