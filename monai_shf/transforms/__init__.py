@@ -16,6 +16,7 @@ from .dictionary import (
     RandHierarchicalPatchd,
     RandHierarchicalPatchDict,
 )
+from .dicom import SaveDicomSegD, SaveDicomSegd, SaveDicomSegDict
 from .functional import depatch, edge_forest, forest_from_trace, hierarchical_patch, resolve_depatch_mode
 
 __all__ = [
@@ -36,6 +37,9 @@ __all__ = [
     "RandHierarchicalPatchDict",
     "DepatchD",
     "DepatchDict",
+    "SaveDicomSegd",
+    "SaveDicomSegD",
+    "SaveDicomSegDict",
     "default_inverse_mode",
     "edge_forest",
     "hierarchical_patch",
