@@ -1,6 +1,7 @@
 """MONAI transforms for SHF patching (array, dictionary and functional layers)."""
 
 from .array import Depatch, EdgeMap, HierarchicalPatch, MaskPaddingTokens, default_inverse_mode
+from .dicom import SaveDicomSegD, SaveDicomSegd, SaveDicomSegDict
 from .dictionary import (
     DepatchD,
     Depatchd,
@@ -16,7 +17,6 @@ from .dictionary import (
     RandHierarchicalPatchd,
     RandHierarchicalPatchDict,
 )
-from .dicom import SaveDicomSegD, SaveDicomSegd, SaveDicomSegDict
 from .functional import depatch, edge_forest, forest_from_trace, hierarchical_patch, resolve_depatch_mode
 
 __all__ = [

@@ -123,10 +123,12 @@ class SaveDicomSegd(MapTransform):
         meta_keys: where the metadata are when ``data[key]`` is not a MetaTensor (default ``<key>_meta_dict``).
         algorithm_name, algorithm_version: the segmentation algorithm (AlgorithmIdentificationSequence).
         series_description: SeriesDescription of the SEG.
+        create_output_dir: create ``output_dir`` when missing (as ``SaveImaged`` does); by default a
+            missing folder is an error.
         allow_missing_keys: as ``MapTransform``.
 
     Raises:
-        ValueError: when ``output_dir`` does not exist, the source (``filename_or_obj``) is not a DICOM
+        ValueError: when ``output_dir`` does not exist (and ``create_output_dir`` is False), the source (``filename_or_obj``) is not a DICOM
             series folder, the series fails :func:`monai_shf.data.dicom.read_series`'s checks, or the
             prediction is not on the series' grid; ``TypeError`` for a bad ``labels``.
     """
@@ -142,6 +144,7 @@ class SaveDicomSegd(MapTransform):
         algorithm_name: str = "SHFViT",
         algorithm_version: str = "0.1.0",
         series_description: str = "SHF segmentation",
+        create_output_dir: bool = False,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -163,6 +166,7 @@ class SaveDicomSegd(MapTransform):
         self.meta_keys = [None] * len(self.keys) if meta_keys is None else list(meta_keys)
         self.algorithm_name, self.algorithm_version = algorithm_name, algorithm_version
         self.series_description = series_description
+        self.create_output_dir = create_output_dir
 
     def _segment(self, number: int, index: int):
         import highdicom as hd
@@ -187,6 +191,8 @@ class SaveDicomSegd(MapTransform):
         import highdicom as hd
         import pydicom
 
+        if self.create_output_dir:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
         if not self.output_dir.is_dir():
             raise ValueError(f"output_dir {self.output_dir} is not an existing folder.")
         source = meta.get("filename_or_obj")
