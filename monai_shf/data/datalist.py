@@ -200,7 +200,7 @@ def image_header(path: str | Path) -> tuple[tuple[int, ...], int]:
     """
     path = Path(path)
     if path.is_dir():  # a DICOM series folder, as MONAI's LoadImage reads it
-        from .dicom import read_series
+        from .dicom_series import read_series
 
         return read_series(path).shape, 1
     if not path.is_file():
@@ -305,7 +305,7 @@ def make_datalist(
         ``"paired"``: image and mask files side by side in ``root`` (PAIP-like), a mask being the
         image's stem + ``label_suffix`` (e.g. ``01_01_0083.tif`` and ``01_01_0083_mask.tif``).
         ``"dicom"``: DICOM image series under ``root``, one folder per series (headers only, checked by
-        :func:`monai_shf.data.dicom.find_series`: mixed series, missing slices or uneven spacing raise
+        :func:`monai_shf.data.dicom_series.find_series`: mixed series, missing slices or uneven spacing raise
         ``ValueError`` naming the folder; folders of SEG/RTSTRUCT/SR objects are skipped); the items
         (``{"image": folder}``, no label) go to ``"testing"`` (for inference; ``"training"`` and
         ``"validation"`` stay empty).
@@ -315,7 +315,7 @@ def make_datalist(
     """
     root = Path(root)
     if layout == "dicom":
-        from .dicom import find_series
+        from .dicom_series import find_series
 
         series, _ = find_series(root)
         datalist = {

@@ -23,7 +23,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from monai_shf.data.dicom import read_series
+from monai_shf.data.dicom_series import read_series
 from monai_shf.utils import atomic_write
 
 __all__ = ["SaveDicomSegd", "SaveDicomSegD", "SaveDicomSegDict", "series_frames"]
@@ -129,7 +129,7 @@ class SaveDicomSegd(MapTransform):
 
     Raises:
         ValueError: when ``output_dir`` does not exist (and ``create_output_dir`` is False), the source (``filename_or_obj``) is not a DICOM
-            series folder, the series fails :func:`monai_shf.data.dicom.read_series`'s checks, or the
+            series folder, the series fails :func:`monai_shf.data.dicom_series.read_series`'s checks, or the
             prediction is not on the series' grid; ``TypeError`` for a bad ``labels``.
     """
 

@@ -18,7 +18,7 @@ from monai.data import MetaTensor
 from monai.transforms import LoadImage, Orientation
 
 from monai_shf.bundles import bundle_path
-from monai_shf.data.dicom import read_series
+from monai_shf.data.dicom_series import read_series
 from monai_shf.transforms import SaveDicomSegd
 from monai_shf.transforms.dicom import series_frames
 

@@ -9,7 +9,7 @@ import pydicom
 import pytest
 from conftest import CT_SERIES_SHAPE, CT_SERIES_SPACING, write_ct_series
 
-from monai_shf.data.dicom import find_series, read_series
+from monai_shf.data.dicom_series import find_series, read_series
 
 
 @pytest.fixture()
