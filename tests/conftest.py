@@ -118,3 +118,9 @@ def ct_series(ct_volume, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("ct") / "series"
     write_ct_series(ct_volume, folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def write_series():
+    """:func:`write_ct_series` (as a fixture: the tests' packages have conftest modules of their own)."""
+    return write_ct_series

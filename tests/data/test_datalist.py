@@ -187,15 +187,13 @@ def test_headers_only_no_pixel_is_decoded(tmp_path, monkeypatch):
             im.load()  # the body really is cut: only a full decode finds out
 
 
-def test_make_datalist_dicom_layout_one_item_per_series(ct_volume, tmp_path, capsys):
-    from conftest import write_ct_series
-
+def test_make_datalist_dicom_layout_one_item_per_series(ct_volume, tmp_path, capsys, write_series):
     from monai_shf.cli import main
 
     small = ct_volume[:16, :12, :6]
-    write_ct_series(small, tmp_path / "patient1" / "ct")
-    second = write_ct_series(small[:, :, :4], tmp_path / "patient2" / "ct")
-    write_ct_series(small, tmp_path / "patient2" / "seg", Modality="SEG")  # a non-image object: skipped
+    write_series(small, tmp_path / "patient1" / "ct")
+    second = write_series(small[:, :, :4], tmp_path / "patient2" / "ct")
+    write_series(small, tmp_path / "patient2" / "seg", Modality="SEG")  # a non-image object: skipped
     assert main(["datalist", str(tmp_path), "--layout", "dicom"]) == 0
     assert "2 testing cases" in capsys.readouterr().out
     made = load_datalist(tmp_path / "datalist.json")

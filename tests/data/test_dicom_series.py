@@ -7,7 +7,6 @@ import shutil
 import numpy as np
 import pydicom
 import pytest
-from conftest import CT_SERIES_SHAPE, CT_SERIES_SPACING, write_ct_series
 
 from monai_shf.data.dicom_series import find_series, read_series
 
@@ -19,8 +18,8 @@ def small(ct_volume):
 
 def test_read_series_sorts_by_position_not_by_name_or_instance_number(ct_series):
     series = read_series(ct_series)
-    assert series.shape == CT_SERIES_SHAPE
-    assert series.spacing == pytest.approx(CT_SERIES_SPACING)
+    assert series.shape == (64, 56, 40)
+    assert series.spacing == pytest.approx((2.5, 2.0, 3.0))
     assert series.modality == "CT"
     z = [float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]) for f in series.files]
     assert np.all(np.diff(z) > 0)
@@ -28,9 +27,9 @@ def test_read_series_sorts_by_position_not_by_name_or_instance_number(ct_series)
     assert [f.name for f in series.files] != sorted(f.name for f in series.files)
 
 
-def test_mixed_series_in_one_folder_is_refused(small, tmp_path):
-    write_ct_series(small, tmp_path / "a", seed=1)
-    write_ct_series(small, tmp_path / "b", seed=2)
+def test_mixed_series_in_one_folder_is_refused(small, tmp_path, write_series):
+    write_series(small, tmp_path / "a", seed=1)
+    write_series(small, tmp_path / "b", seed=2)
     for f in (tmp_path / "b").iterdir():
         shutil.copy(f, tmp_path / "a" / f"b_{f.name}")
     with pytest.raises(ValueError, match=r"mixes 2 DICOM series.*own folder") as e:
@@ -38,15 +37,15 @@ def test_mixed_series_in_one_folder_is_refused(small, tmp_path):
     assert str(tmp_path / "a") in str(e.value)
 
 
-def test_missing_slice_is_reported_with_its_neighbours(small, tmp_path):
-    paths = write_ct_series(small, tmp_path / "s")
+def test_missing_slice_is_reported_with_its_neighbours(small, tmp_path, write_series):
+    paths = write_series(small, tmp_path / "s")
     paths[3].unlink()
     with pytest.raises(ValueError, match=r"missing slices: 1 missing between .*" + paths[2].name):
         read_series(tmp_path / "s")
 
 
-def test_inconsistent_slice_spacing_is_reported(small, tmp_path):
-    paths = write_ct_series(small, tmp_path / "s")
+def test_inconsistent_slice_spacing_is_reported(small, tmp_path, write_series):
+    paths = write_series(small, tmp_path / "s")
     ds = pydicom.dcmread(paths[-1])
     ds.ImagePositionPatient = [*ds.ImagePositionPatient[:2], float(ds.ImagePositionPatient[2]) + 1.3]
     ds.save_as(paths[-1])
@@ -54,8 +53,8 @@ def test_inconsistent_slice_spacing_is_reported(small, tmp_path):
         read_series(tmp_path / "s")
 
 
-def test_inconsistent_pixel_spacing_is_reported(small, tmp_path):
-    paths = write_ct_series(small, tmp_path / "s")
+def test_inconsistent_pixel_spacing_is_reported(small, tmp_path, write_series):
+    paths = write_series(small, tmp_path / "s")
     ds = pydicom.dcmread(paths[2])
     ds.PixelSpacing = [1.0, 1.0]
     ds.save_as(paths[2])
@@ -63,9 +62,9 @@ def test_inconsistent_pixel_spacing_is_reported(small, tmp_path):
         read_series(tmp_path / "s")
 
 
-def test_non_image_modality_is_refused_and_skipped_by_find_series(small, tmp_path):
-    write_ct_series(small, tmp_path / "root" / "ct")
-    write_ct_series(small, tmp_path / "root" / "seg", Modality="SEG")
+def test_non_image_modality_is_refused_and_skipped_by_find_series(small, tmp_path, write_series):
+    write_series(small, tmp_path / "root" / "ct")
+    write_series(small, tmp_path / "root" / "seg", Modality="SEG")
     (tmp_path / "root" / "notes.txt").write_text("not DICOM")
     with pytest.raises(ValueError, match=r"DICOM SEG object .*not an image series"):
         read_series(tmp_path / "root" / "seg")

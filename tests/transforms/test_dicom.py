@@ -12,7 +12,6 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from conftest import write_ct_series
 from monai.bundle import ConfigWorkflow
 from monai.data import MetaTensor
 from monai.transforms import LoadImage, Orientation
@@ -137,7 +136,7 @@ def test_fractional_seg_keeps_the_probabilities(ct_series, tmp_path):
     np.testing.assert_allclose(got, p1[0].numpy(), atol=0.5 / 255 + 1e-6)
 
 
-def test_bad_sources_and_output_folders_write_nothing(ct_series, ct_volume, tmp_path):
+def test_bad_sources_and_output_folders_write_nothing(ct_series, ct_volume, tmp_path, write_series):
     image = _load(ct_series)
     pred = _prediction(image)
     nifti = tmp_path / "ct.nii.gz"
@@ -151,7 +150,7 @@ def test_bad_sources_and_output_folders_write_nothing(ct_series, ct_volume, tmp_
         SaveDicomSegd("pred", tmp_path / "missing", labels={1: "a"})({"pred": pred})
     mixed = tmp_path / "mixed"
     shutil.copytree(ct_series, mixed)
-    write_ct_series(ct_volume[:8, :8, :2], tmp_path / "other")
+    write_series(ct_volume[:8, :8, :2], tmp_path / "other")
     for f in (tmp_path / "other").iterdir():
         shutil.copy(f, mixed / f"other_{f.name}")
     mixed_pred = MetaTensor(pred.as_tensor(), meta={**pred.meta, "filename_or_obj": str(mixed)})
