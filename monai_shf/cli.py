@@ -113,9 +113,10 @@ def _datalist_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("root", type=Path)
     p.add_argument(
         "--layout",
-        choices=("msd", "paired"),
+        choices=("msd", "paired", "dicom"),
         default="msd",
-        help="msd: imagesTr/labelsTr (BTCV, KiTS); paired: image + mask files (PAIP)",
+        help="msd: imagesTr/labelsTr (BTCV, KiTS); paired: image + mask files (PAIP); "
+        "dicom: one item per DICOM image series folder (testing list, for inference)",
     )
     p.add_argument("--output", type=Path, default=None, help="default: <root>/datalist.json")
     p.add_argument("--val-fraction", type=float, default=0.2)
@@ -128,7 +129,10 @@ def _datalist(args: argparse.Namespace) -> int:
 
     out = args.output or args.root / "datalist.json"
     made = make_datalist(args.root, args.layout, out, args.val_fraction, args.image_suffix, args.label_suffix)
-    print(f"{out}: {len(made['training'])} training, {len(made['validation'])} validation cases")
+    if made.get("testing"):
+        print(f"{out}: {len(made['testing'])} testing cases (DICOM series)")
+    else:
+        print(f"{out}: {len(made['training'])} training, {len(made['validation'])} validation cases")
     return 0
 
 

@@ -199,6 +199,10 @@ def image_header(path: str | Path) -> tuple[tuple[int, ...], int]:
     be read.
     """
     path = Path(path)
+    if path.is_dir():  # a DICOM series folder, as MONAI's LoadImage reads it
+        from .dicom_series import read_series
+
+        return read_series(path).shape, 1
     if not path.is_file():
         raise ValueError(f"image file not found: {path}")
     name = path.name.lower()
@@ -300,11 +304,28 @@ def make_datalist(
         ``label0001``, ``case_00000_0000`` with ``case_00000``).
         ``"paired"``: image and mask files side by side in ``root`` (PAIP-like), a mask being the
         image's stem + ``label_suffix`` (e.g. ``01_01_0083.tif`` and ``01_01_0083_mask.tif``).
+        ``"dicom"``: DICOM image series under ``root``, one folder per series (headers only, checked by
+        :func:`monai_shf.data.dicom_series.find_series`: mixed series, missing slices or uneven spacing raise
+        ``ValueError`` naming the folder; folders of SEG/RTSTRUCT/SR objects are skipped); the items
+        (``{"image": folder}``, no label) go to ``"testing"`` (for inference; ``"training"`` and
+        ``"validation"`` stay empty).
 
     Paths are stored relative to ``root``; a ``val_fraction`` of cases (at least one when there are
     two or more) goes to ``"validation"``, chosen with ``seed``.
     """
     root = Path(root)
+    if layout == "dicom":
+        from .dicom_series import find_series
+
+        series, _ = find_series(root)
+        datalist = {
+            "training": [],
+            "validation": [],
+            "testing": [{"image": str(s.folder.relative_to(root))} for s in series],
+        }
+        if output is not None:
+            _write_json(Path(output), datalist)
+        return datalist
     if layout == "msd":
         images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
         if not images_dir.is_dir() or not labels_dir.is_dir():
@@ -332,7 +353,7 @@ def make_datalist(
                 raise ValueError(f"no mask '{base}{label_suffix}.*' beside image {img}.")
             pairs.append((img, matches[0]))
     else:
-        raise ValueError(f"layout must be 'msd' or 'paired', got {layout!r}.")
+        raise ValueError(f"layout must be 'msd', 'paired' or 'dicom', got {layout!r}.")
     if not pairs:
         raise ValueError(f"no images found under {root} for layout {layout!r}.")
     if not 0 <= val_fraction < 1:

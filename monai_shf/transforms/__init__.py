@@ -1,6 +1,7 @@
 """MONAI transforms for SHF patching (array, dictionary and functional layers)."""
 
 from .array import Depatch, EdgeMap, HierarchicalPatch, MaskPaddingTokens, default_inverse_mode, forest_spec
+from .dicom import SaveDicomSegD, SaveDicomSegd, SaveDicomSegDict
 from .dictionary import (
     DepatchD,
     Depatchd,
@@ -40,6 +41,9 @@ __all__ = [
     "DepatchDict",
     "MaskPaddingTokensD",
     "MaskPaddingTokensDict",
+    "SaveDicomSegd",
+    "SaveDicomSegD",
+    "SaveDicomSegDict",
     "default_inverse_mode",
     "forest_spec",
     "hierarchical_patch",

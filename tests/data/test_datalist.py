@@ -185,3 +185,27 @@ def test_headers_only_no_pixel_is_decoded(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         with Image.open(cut_png) as im:
             im.load()  # the body really is cut: only a full decode finds out
+
+
+def test_make_datalist_dicom_layout_one_item_per_series(ct_volume, tmp_path, capsys, write_series):
+    from monai_shf.cli import main
+
+    small = ct_volume[:16, :12, :6]
+    write_series(small, tmp_path / "patient1" / "ct")
+    second = write_series(small[:, :, :4], tmp_path / "patient2" / "ct")
+    write_series(small, tmp_path / "patient2" / "seg", Modality="SEG")  # a non-image object: skipped
+    assert main(["datalist", str(tmp_path), "--layout", "dicom"]) == 0
+    assert "2 testing cases" in capsys.readouterr().out
+    made = load_datalist(tmp_path / "datalist.json")
+    assert made["training"] == [] and made["validation"] == []
+    assert [item["image"] for item in made["testing"]] == [
+        str(tmp_path / "patient1" / "ct"),
+        str(tmp_path / "patient2" / "ct"),
+    ]
+    # the series' headers give the shape the ITK reader returns (columns, rows, slices)
+    assert image_header(made["testing"][1]["image"]) == ((16, 12, 4), 1)
+    check_datalist(made["testing"], label_key=None, image_channels=1)
+    # a broken series anywhere under the root names its folder
+    second[1].unlink()
+    with pytest.raises(ValueError, match=r"patient2/ct has missing slices"):
+        make_datalist(tmp_path, "dicom")
