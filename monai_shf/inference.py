@@ -37,7 +37,7 @@ import torch
 from monai_shf.bundles import bundle_path, list_bundles
 from monai_shf.slide import build_slide_forest, open_slide, serialize_slide, write_slide_mask
 from monai_shf.utils import peak_rss_bytes
-from monai_shf.validation import check_choice, check_int, check_output_path
+from monai_shf.validation import check_choice, check_int, check_not_input, check_output_path
 
 __all__ = [
     "DEFAULT_BUNDLE",
@@ -236,8 +236,7 @@ def segment_slide(
     if not Path(slide).is_file():
         raise ValueError(f"slide file not found: {os.fspath(slide)}")
     out = check_output_path(out, "out")
-    if out.exists() and out.resolve() == Path(slide).resolve():
-        raise ValueError(f"out {str(out)!r} is the slide itself; choose another mask path.")
+    check_not_input(out, slide, "out")
     bundle_path = find_bundle(bundle)
     settings = dict(overrides or {})
     for key, value in (("length", length), ("patch_size", patch_size), ("max_side", max_side)):

@@ -17,6 +17,7 @@ import torch
 
 __all__ = [
     "check_output_path",
+    "check_not_input",
     "check_int",
     "check_bool",
     "check_choice",
@@ -127,3 +128,33 @@ def check_output_path(path: Any, name: str = "path") -> Path:
     if path.is_dir():
         raise ValueError(f"{name} {str(path)!r} is a folder, expected a file name.")
     return path
+
+
+def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    try:
+        return os.path.samefile(a, b)  # one inode: the same path, a symbolic or a hard link
+    except OSError:  # one of them does not exist (yet): compare where the names lead
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_not_input(path: Any, inputs: Any, name: str = "path") -> None:
+    """Raise ``ValueError`` when the output ``path`` is one of ``inputs``: the same path, a symbolic
+    link to one, or a hard link of one (``os.path.samefile``); for names that do not exist yet, the
+    same resolved path. Every writer calls it before writing, so that no output ever replaces a file
+    the user passed in.
+
+    Args:
+        path: the output file.
+        inputs: a path or a list / tuple / set of them (``None`` entries and non-paths are skipped; an object
+            with a ``path`` attribute, such as an open slide, counts as that path).
+        name: the output's parameter name, for the message.
+    """
+    if not isinstance(inputs, (list, tuple, set, frozenset)):
+        inputs = [inputs]
+    for item in inputs:
+        source = getattr(item, "path", item)
+        if isinstance(source, (str, os.PathLike)) and _same_file(path, source):
+            raise ValueError(
+                f"{name} {os.fspath(path)!r} is the input {os.fspath(source)!r} (the same file, or a link to it): "
+                "writing it would destroy the input; choose another output path."
+            )
