@@ -107,3 +107,18 @@ def test_sigterm_mid_command_leaves_no_temporary(tmp_path):
     )
     assert _terminated_mid_write(tmp_path, script) == 128 + 15
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_command_taking_a_bundle_says_bundles_are_code(capsys):
+    import argparse
+
+    from monai_shf.cli import COMMANDS
+
+    with_bundle = []
+    for command in COMMANDS:
+        parser = argparse.ArgumentParser(prog=command.name)
+        command.arguments(parser)
+        if any("--bundle" in action.option_strings for action in parser._actions):
+            with_bundle.append(command.name)
+            assert "trust" in parser.format_help() and "code" in parser.format_help(), command.name
+    assert {"figure", "segment-slide"} <= set(with_bundle)
