@@ -70,6 +70,7 @@ def to_numpy(x: Any) -> np.ndarray:
     numpy has no bfloat16: a bfloat16 tensor becomes a float32 copy (exact: every bfloat16 value is
     a float32 value), so that callers never meet torch's "unsupported ScalarType" error."""
     if isinstance(x, torch.Tensor):
+        _check_not_meta(x, "the tensor")
         x = x.detach().cpu().as_subclass(torch.Tensor)
         return (x.float() if x.dtype == torch.bfloat16 else x).numpy()
     return np.asarray(x)
@@ -85,6 +86,8 @@ def check_array(
     (optionally) free of NaN/inf. Bool, integer and floating dtypes are all accepted."""
     if not isinstance(x, (np.ndarray, torch.Tensor)):
         raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}.")
+    if isinstance(x, torch.Tensor):
+        _check_not_meta(x, name)
     if x.ndim not in ndims:
         raise ValueError(f"{name} must have {' or '.join(map(str, ndims))} dimensions, got shape {tuple(x.shape)}.")
     if any(int(s) == 0 for s in x.shape):
@@ -96,6 +99,14 @@ def check_array(
         raise TypeError(f"{name} must have a bool, integer or float dtype, got {x.dtype}.")
     if finite:
         check_finite(x, name)
+
+
+def _check_not_meta(x: torch.Tensor, name: str) -> None:
+    if x.is_meta:
+        raise ValueError(
+            f"{name} is a tensor on the 'meta' device (a shape without data, shaped {tuple(x.shape)}): "
+            "materialise it (e.g. torch.empty_like(x, device='cpu')) or pass real data."
+        )
 
 
 def check_finite(x: Any, name: str) -> None:

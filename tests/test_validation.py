@@ -79,3 +79,11 @@ def test_an_output_is_never_an_input(tmp_path):
     check_not_input(tmp_path / "new.tif", [tmp_path / "other.tif", 3, None], "out")
     with pytest.raises(ValueError, match="is the input"):  # neither exists yet: the same name
         check_not_input(tmp_path / "a.tif", tmp_path / "x" / ".." / "a.tif", "out")
+
+
+def test_meta_device_tensors_name_the_parameter():
+    x = torch.zeros(2, 3, device="meta")
+    with pytest.raises(ValueError, match="pred is a tensor on the 'meta' device .*\\(2, 3\\)"):
+        check_array(x, "pred", ndims=(2,))
+    with pytest.raises(ValueError, match="'meta' device"):
+        to_numpy(x)

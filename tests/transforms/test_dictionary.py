@@ -447,3 +447,14 @@ def test_argmax_depatching_gives_labels_without_a_float_canvas(nuclei2d):
         Depatch(argmax=True)(scores[:1], forest=forest_from_trace(out["image"])[0])
     with pytest.raises(TypeError, match="inverse_argmax"):
         HierarchicalPatchd("image", 64, 8, inverse_argmax="yes")
+
+
+def test_label_value_of_num_classes_names_the_file():
+    image = MetaTensor(torch.rand(1, 32, 32), meta={"filename_or_obj": "/data/case_7.nii.gz"})
+    label = MetaTensor(torch.zeros(1, 32, 32, dtype=torch.uint8), meta={"filename_or_obj": "/data/case_7_seg.nii.gz"})
+    label[0, :4, :4] = 2
+    patch = HierarchicalPatchd(["image", "label"], 16, 4, mode=("area", "fraction"), num_classes=(None, 2))
+    with pytest.raises(
+        ValueError, match="data\\['label'\\] \\(/data/case_7_seg.nii.gz\\): label values .*num_classes=2"
+    ):
+        patch({"image": image, "label": label})
