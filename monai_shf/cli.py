@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from monai_shf.utils import terminate_as_exit
+
 __all__ = ["COMMANDS", "Command", "main"]
 
 BUNDLE_IS_CODE = "bundles are code (their $ expressions run as Python): use only bundles you trust"
@@ -292,7 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run = next(c.run for c in COMMANDS if c.name == args.command)
     try:
-        return run(args)
+        # SIGTERM (SLURM, Kubernetes preemption) exits through the writers' cleanup: no temporary is left
+        with terminate_as_exit():
+            return run(args)
     except (ValueError, TypeError) as error:  # bad input: one clear line, no traceback
         print(f"monai-shf {args.command}: error: {error}", file=sys.stderr)
         return 2

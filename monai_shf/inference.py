@@ -44,7 +44,7 @@ from monai_shf.forest import RENAMED_OPTIONS, Forest, ForestSpec
 from monai_shf.networks import load_checkpoint
 from monai_shf.slide import Slide, build_slide_forest, open_slide, serialize_slide, write_slide_mask
 from monai_shf.utils import peak_rss_bytes
-from monai_shf.validation import check_choice, check_int, check_output_path
+from monai_shf.validation import check_choice, check_int, check_not_input, check_output_path
 
 __all__ = [
     "DEFAULT_BUNDLE",
@@ -214,8 +214,7 @@ def _check_inputs(slide: Any, out: Any, device: str) -> Path:
     if not Path(slide).is_file():
         raise ValueError(f"slide file not found: {os.fspath(slide)}")
     out = check_output_path(out, "out")
-    if out.exists() and out.resolve() == Path(slide).resolve():
-        raise ValueError(f"out {str(out)!r} is the slide itself; choose another mask path.")
+    check_not_input(out, slide, "out")
     return out
 
 

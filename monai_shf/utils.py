@@ -2,15 +2,62 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DATA_ENV", "atomic_write", "find_real_data", "foreground_dice", "peak_rss_bytes"]
+__all__ = [
+    "DATA_ENV",
+    "atomic_write",
+    "file_stem",
+    "find_real_data",
+    "foreground_dice",
+    "peak_rss_bytes",
+    "terminate_as_exit",
+]
+
+# names whose last two suffixes are one format: their stem drops both
+_DOUBLE_SUFFIXES = (".nii.gz", ".ome.tif", ".ome.tiff", ".ome.zarr")
+
+
+def file_stem(path: str | os.PathLike) -> str:
+    """The file name without its format suffix: only the last suffix (``case.v1.tif`` -> ``case.v1``),
+    or the last two for the formats that take two (``.nii.gz``, ``.ome.tif``, ``.ome.tiff``,
+    ``.ome.zarr``: ``a.ome.tif`` -> ``a``). So two inputs of different names never share a stem."""
+    name = Path(path).name
+    lower = name.lower()
+    for suffix in _DOUBLE_SUFFIXES:
+        if lower.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+@contextlib.contextmanager
+def terminate_as_exit() -> Iterator[None]:
+    """Within the block, SIGTERM (how SLURM, Kubernetes and ``kill`` stop a job) raises
+    ``SystemExit(128 + SIGTERM)`` in the main thread instead of killing the process outright, so that
+    ``finally`` blocks run and writers remove their temporary files. Only where SIGTERM still has its
+    default action and only in the main thread (elsewhere, e.g. when the application installed its
+    own handler, nothing changes); the previous handler is restored on exit."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
@@ -20,21 +67,24 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     the old file and no temporary behind.
 
     ``write(tmp_path)`` writes the content; the file gets the usual permissions (mkstemp's are 0600).
+    A SIGTERM during the write removes the temporary too (:func:`terminate_as_exit`); only an
+    uncatchable SIGKILL or a power loss can leave one (a hidden ``.<name>.*`` file in the folder).
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix="".join(path.suffixes), dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with terminate_as_exit():
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix="".join(path.suffixes), dir=path.parent)
+        os.close(fd)
+        try:
+            write(tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
 
 
 DATA_ENV = "MONAI_SHF_DATA"

@@ -17,6 +17,7 @@ import torch
 
 __all__ = [
     "check_output_path",
+    "check_not_input",
     "check_int",
     "check_bool",
     "check_choice",
@@ -64,6 +65,7 @@ def to_numpy(x: Any) -> np.ndarray:
     numpy has no bfloat16: a bfloat16 tensor becomes a float32 copy (exact: every bfloat16 value is
     a float32 value), so that callers never meet torch's "unsupported ScalarType" error."""
     if isinstance(x, torch.Tensor):
+        _check_not_meta(x, "the tensor")
         x = x.detach().cpu().as_subclass(torch.Tensor)
         return (x.float() if x.dtype == torch.bfloat16 else x).numpy()
     return np.asarray(x)
@@ -79,6 +81,8 @@ def check_array(
     (optionally) free of NaN/inf. Bool, integer and floating dtypes are all accepted."""
     if not isinstance(x, (np.ndarray, torch.Tensor)):
         raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}.")
+    if isinstance(x, torch.Tensor):
+        _check_not_meta(x, name)
     if x.ndim not in ndims:
         raise ValueError(f"{name} must have {' or '.join(map(str, ndims))} dimensions, got shape {tuple(x.shape)}.")
     if any(int(s) == 0 for s in x.shape):
@@ -90,6 +94,14 @@ def check_array(
         raise TypeError(f"{name} must have a bool, integer or float dtype, got {x.dtype}.")
     if finite:
         check_finite(x, name)
+
+
+def _check_not_meta(x: torch.Tensor, name: str) -> None:
+    if x.is_meta:
+        raise ValueError(
+            f"{name} is a tensor on the 'meta' device (a shape without data, shaped {tuple(x.shape)}): "
+            "materialise it (e.g. torch.empty_like(x, device='cpu')) or pass real data."
+        )
 
 
 def check_finite(x: Any, name: str) -> None:
@@ -122,3 +134,33 @@ def check_output_path(path: Any, name: str = "path") -> Path:
     if path.is_dir():
         raise ValueError(f"{name} {str(path)!r} is a folder, expected a file name.")
     return path
+
+
+def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    try:
+        return os.path.samefile(a, b)  # one inode: the same path, a symbolic or a hard link
+    except OSError:  # one of them does not exist (yet): compare where the names lead
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_not_input(path: Any, inputs: Any, name: str = "path") -> None:
+    """Raise ``ValueError`` when the output ``path`` is one of ``inputs``: the same path, a symbolic
+    link to one, or a hard link of one (``os.path.samefile``); for names that do not exist yet, the
+    same resolved path. Every writer calls it before writing, so that no output ever replaces a file
+    the user passed in.
+
+    Args:
+        path: the output file.
+        inputs: a path or a list / tuple / set of them (``None`` entries and non-paths are skipped; an object
+            with a ``path`` attribute, such as an open slide, counts as that path).
+        name: the output's parameter name, for the message.
+    """
+    if not isinstance(inputs, (list, tuple, set, frozenset)):
+        inputs = [inputs]
+    for item in inputs:
+        source = getattr(item, "path", item)
+        if isinstance(source, (str, os.PathLike)) and _same_file(path, source):
+            raise ValueError(
+                f"{name} {os.fspath(path)!r} is the input {os.fspath(source)!r} (the same file, or a link to it): "
+                "writing it would destroy the input; choose another output path."
+            )

@@ -87,3 +87,38 @@ def test_demo_figure_shows_the_forest_the_pipeline_built(tmp_path):
     assert figure.shape == (28 + round(h * 512 / w), 4 * 516, 3)  # four panels in the file's (H, W) orientation
     overlay = figure[28:, 516 : 516 + 512]
     assert (overlay == [0, 255, 0]).all(axis=-1).sum() > 100  # the leaves are drawn
+
+
+def test_sigterm_mid_command_leaves_no_temporary(tmp_path):
+    """SLURM / Kubernetes preemption (SIGTERM) while make-slide writes: the command exits with 143
+    and neither the slide nor a hidden temporary remains."""
+    from test_utils import _terminated_mid_write
+
+    script = (
+        "import sys, time\n"
+        "from monai_shf.data import synthetic_slides\n"
+        "image = synthetic_slides._SlideRenderer.image\n"
+        "def slow(self, *args):\n"
+        "    time.sleep(0.2)\n"
+        "    return image(self, *args)\n"
+        "synthetic_slides._SlideRenderer.image = slow\n"
+        "from monai_shf.cli import main\n"
+        f"sys.exit(main(['make-slide', {str(tmp_path / 's.tif')!r}, '--size', '2048', '--tile', '256', '--no-label']))\n"
+    )
+    assert _terminated_mid_write(tmp_path, script) == 128 + 15
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_command_taking_a_bundle_says_bundles_are_code(capsys):
+    import argparse
+
+    from monai_shf.cli import COMMANDS
+
+    with_bundle = []
+    for command in COMMANDS:
+        parser = argparse.ArgumentParser(prog=command.name)
+        command.arguments(parser)
+        if any("--bundle" in action.option_strings for action in parser._actions):
+            with_bundle.append(command.name)
+            assert "trust" in parser.format_help() and "code" in parser.format_help(), command.name
+    assert {"figure", "segment-slide"} <= set(with_bundle)

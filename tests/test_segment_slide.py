@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -254,3 +255,13 @@ def test_slide_channels_must_match_the_network(slide_path, bundle, tmp_path):
     with pytest.raises(ValueError, match="3 channels but the network expects 1"):
         segment_slide(slide_path, tmp_path / "mask.tif", bundle=bundle, untrained=True)
     assert not list(tmp_path.glob("*mask*"))
+
+
+def test_out_is_never_the_slide_nor_a_link_to_it(slide_path, bundle, tmp_path):
+    before = slide_path.read_bytes()
+    (tmp_path / "link.tif").symlink_to(slide_path)
+    os.link(slide_path, tmp_path / "hard.tif")
+    for out in (tmp_path / "hard.tif", tmp_path / "link.tif", slide_path):
+        with pytest.raises(ValueError, match="is the input"):
+            segment_slide(slide_path, out, bundle=bundle, untrained=True)
+    assert slide_path.read_bytes() == before

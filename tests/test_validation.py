@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -61,3 +63,27 @@ def test_check_array_and_scalars():
         check_int(0, "n", 1)
     with pytest.raises(ValueError, match="mode must be one of"):
         check_choice("cubic", "mode", ("linear", "nearest"))
+
+
+def test_an_output_is_never_an_input(tmp_path):
+    from monai_shf.validation import check_not_input
+
+    source = tmp_path / "slide.tif"
+    source.write_bytes(b"data")
+    (tmp_path / "link.tif").symlink_to(source)
+    os.link(source, tmp_path / "hard.tif")
+    for same in (source, tmp_path / "link.tif", tmp_path / "hard.tif", tmp_path / "sub" / ".." / "slide.tif"):
+        with pytest.raises(ValueError, match="out .* is the input .*slide.tif"):
+            check_not_input(same, [None, source], "out")
+    check_not_input(tmp_path / "mask.tif", source, "out")
+    check_not_input(tmp_path / "new.tif", [tmp_path / "other.tif", 3, None], "out")
+    with pytest.raises(ValueError, match="is the input"):  # neither exists yet: the same name
+        check_not_input(tmp_path / "a.tif", tmp_path / "x" / ".." / "a.tif", "out")
+
+
+def test_meta_device_tensors_name_the_parameter():
+    x = torch.zeros(2, 3, device="meta")
+    with pytest.raises(ValueError, match="pred is a tensor on the 'meta' device .*\\(2, 3\\)"):
+        check_array(x, "pred", ndims=(2,))
+    with pytest.raises(ValueError, match="'meta' device"):
+        to_numpy(x)

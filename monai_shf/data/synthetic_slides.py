@@ -36,7 +36,7 @@ import numpy as np
 
 from monai_shf.slide import level_sample_index, pyramid_shapes, write_pyramid
 from monai_shf.utils import find_real_data
-from monai_shf.validation import check_int, check_output_path
+from monai_shf.validation import check_int, check_not_input, check_output_path
 
 __all__ = ["make_slide", "find_ihc2d", "tissue_texture", "SLIDE_CLASSES"]
 
@@ -253,7 +253,8 @@ def make_slide(
         tile: tile side (a multiple of 16).
         seed: everything random (offsets, fields) derives from it: the same seed gives the same files.
         label_out: the label slide (uint8 classes :data:`SLIDE_CLASSES`, deflate-compressed, same
-            pyramid and resolution); ``None``: ``<out stem>_label.tif`` beside ``out``; ``False``: none.
+            pyramid and resolution), never ``out`` itself; ``None``: ``<out stem>_label.tif`` beside ``out``;
+            ``False``: none.
         mpp: microns per pixel at level 0 (0.25: a 40x scan).
         quality: JPEG quality of the image tiles.
         workers: threads rendering and encoding.
@@ -279,6 +280,7 @@ def make_slide(
     check_output_path(out, "out")
     if label_out is not None:
         check_output_path(label_out, "label_out")
+        check_not_input(label_out, out, "label_out")
     levels = len(pyramid_shapes(shape, tile))
     renderer = _SlideRenderer(shape, seed, tile, levels)
     description = f"monai_shf generated slide: seed={seed}, {renderer.source}"

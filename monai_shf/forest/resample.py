@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import cv2 as cv
@@ -355,6 +356,19 @@ def _check_image(image: Any, forest: Forest, name: str = "image", finite: bool =
         )
 
 
+def _check_patch_size(patch_size: Any, spatial_shape: Sequence[int]) -> int:
+    """``patch_size`` as an int in ``[1, longest side of the image]``: a token larger than the whole
+    image holds no information a smaller one lacks, only memory (``L`` tokens of ``p**D`` values)."""
+    patch = check_int(patch_size, "patch_size", 1)
+    longest = max(int(s) for s in spatial_shape)
+    if patch > longest:
+        raise ValueError(
+            f"patch_size p={patch} exceeds every side of the image {tuple(int(s) for s in spatial_shape)}: "
+            f"a token is at most the image's longest side ({longest})."
+        )
+    return patch
+
+
 def serialize(
     image: Any,
     forest: Forest,
@@ -367,7 +381,7 @@ def serialize(
     Args:
         image: ``(C, *spatial)`` numpy array or torch tensor, ``spatial == forest.spatial_shape``.
         forest: the :class:`~monai_shf.forest.Forest` to patch with.
-        patch_size: token side ``p >= 1``.
+        patch_size: token side ``p``, ``1 <= p <=`` the image's longest side.
         mode: ``"area"`` (images, soft masks), ``"nearest"`` (hard labels) or ``"fraction"``
             (one-channel class-index labels to per-class fractions); see the module docstring.
         num_classes: ``K``, required for ``"fraction"`` (never inferred from the data: a sample without
@@ -381,6 +395,14 @@ def serialize(
         Finite values near the dtype's maximum give finite means (sums that would overflow are
         recomputed in float64, scaled by a power of two).
     """
+    if isinstance(forest, Forest):
+        _check_patch_size(patch_size, forest.spatial_shape)
+    return _serialize(image, forest, patch_size, mode, num_classes)
+
+
+def _serialize(image: Any, forest: Forest, patch_size: int, mode: str, num_classes: int | None) -> Any:
+    """:func:`serialize` without the bound of ``patch_size`` by the image's sides (for images that are
+    a column of leaves cut from a larger one, such as a slide's)."""
     mode = check_choice(mode, "mode", SERIALIZE_MODES)
     if mode == "fraction" and num_classes is None:
         raise ValueError(

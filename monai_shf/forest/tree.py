@@ -96,6 +96,7 @@ class Forest:
             raise ValueError(f"spatial_shape must have 2 or 3 entries, got {shape}.")
         if starts.shape[0] > length:
             raise ValueError(f"a forest of length {length} cannot hold {starts.shape[0]} leaves.")
+        _check_length(length, shape)
         if (sizes < 1).any() or (starts < 0).any() or (starts + sizes > np.asarray(shape)).any():
             raise ValueError("forest leaves must be non-empty boxes inside spatial_shape.")
         _check_tiling(starts, sizes, shape)
@@ -228,6 +229,17 @@ class Forest:
         return (
             f"Forest(spatial_shape={self.spatial_shape}, length={self.length}, leaves={self.num_leaves}, "
             f"leaf sizes {int(self.sizes.min())}..{int(self.sizes.max())})"
+        )
+
+
+def _check_length(length: int, shape: Sequence[int]) -> None:
+    """A leaf holds at least one pixel: more tokens than pixels could only be padding (and the
+    ``(C, L, p, ...)`` tokens of such an ``L`` could exhaust the memory before anything else fails)."""
+    pixels = math.prod(int(s) for s in shape)
+    if length > pixels:
+        raise ValueError(
+            f"length L={length} exceeds the {pixels} pixels of the image {tuple(int(s) for s in shape)}: "
+            "every token is a leaf of at least one pixel; choose L <= the pixel count."
         )
 
 
@@ -476,6 +488,7 @@ def build_forest(score: Any, spec: ForestSpec | Mapping[str, Any] | int | None =
     shape = s.shape
     if min_size > max(shape):
         raise ValueError(f"min_size ({min_size}) is larger than every side of the image {tuple(shape)}.")
+    _check_length(length, shape)
     ndim = s.ndim
     roots = _root_counts(shape, length, min_size)
     axes = [_axis_bounds(shape[a], roots[a], min_size) for a in range(ndim)]

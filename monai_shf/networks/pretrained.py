@@ -128,7 +128,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file holds no tensors.
+        ValueError: the file holds no tensors, or is not what its name says (e.g. a pickle named
+            ``.safetensors``); the message names the file.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -138,7 +139,13 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             from safetensors.torch import load_file
         except ImportError as error:
             raise ImportError(f"reading {path!r} needs the safetensors package (pip install safetensors).") from error
-        return load_file(path, device="cpu")
+        try:
+            return load_file(path, device="cpu")
+        except Exception as error:  # SafetensorError on a pickle (or anything else) under that name
+            raise ValueError(
+                f"pretrained weights file {path!r} is not a safetensors file ({type(error).__name__}: {error}); "
+                "a torch checkpoint needs a .pt / .pth name (it is then read with weights_only=True)."
+            ) from error
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # unpicklable code, a truncated file...: name the file

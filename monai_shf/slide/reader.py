@@ -20,10 +20,21 @@ factor ``f`` gives by floor or ceil division (``H_0 // f`` or ``-(-H_0 // f)``):
 2x pyramids of odd sizes map pixel ``i`` to level-0 pixels ``[f i, f (i + 1))``. ``downsamples[k]`` is
 the mean of the two (OpenSlide's convention): 4.0, 4.016, ... whatever the file holds.
 
-Untrusted files: the tile table is checked against the file size and the level shape when the slide
-is opened, a tile larger than ``MAX_TILE_BYTES`` decoded is refused, a corrupt tile is a ``ValueError``
-naming the file, level and tile, and a read allocates only the region asked for plus the tiles it
-touches (a stripped page is read strip by strip, each strip acting as a tile).
+Untrusted files: a slide declaring more than ``max_pixels`` (default :data:`MAX_SLIDE_PIXELS`) level-0
+pixels is refused when it is opened, before anything is sized from its tags; the tile table is checked
+against the file size and the level shape; a tile larger than ``max_tile_bytes`` (default
+:data:`MAX_TILE_BYTES`) decoded is refused; the pyramid levels of SVS and OME files are sorted from the
+largest and a level whose shape is not level 0 divided by one downsample (within a pixel of rounding)
+is refused; the header of every JPEG, JPEG 2000, WebP or PNG tile is checked against the tile's shape
+before the codec allocates anything (lossless byte codecs such as deflate and LZW are bounded by the
+tile's size by tifffile itself); a corrupt tile is a ``ValueError`` naming the file, level and tile.
+A read allocates only the region asked for plus at most ``workers`` decoded tiles at a time besides
+the cache: each tile is copied into the region and dropped (a stripped page is read strip by strip,
+each strip acting as a tile).
+
+Processes: tile bytes are read with ``os.pread`` (no shared file offset), and a slide used in a process
+forked after it was opened (DataLoader workers on Linux) starts its own decoding threads there, so a
+slide opened in the parent may be read by any number of forked workers.
 """
 
 from __future__ import annotations
@@ -47,6 +58,8 @@ import tifffile
 
 from monai_shf.validation import check_choice, check_int
 
+from .codec_headers import encoded_shape
+
 __all__ = [
     "owned_slide",
     "Slide",
@@ -56,6 +69,7 @@ __all__ = [
     "SLIDE_BACKENDS",
     "DEFAULT_CACHE_BYTES",
     "MAX_TILE_BYTES",
+    "MAX_SLIDE_PIXELS",
 ]
 
 SLIDE_BACKENDS = ("auto", "tifffile", "openslide", "cucim")
@@ -65,6 +79,10 @@ DEFAULT_CACHE_BYTES = 256 << 20
 # a decoded tile (or strip) larger than this is refused: no slide format needs one, and a forged
 # tag claiming a huge tile must not trigger a multi-GB allocation
 MAX_TILE_BYTES = 256 << 20
+# level-0 pixels a slide may declare (``max_pixels`` of open_slide / TiffSlide): 2**36, a 262144^2
+# slide, several times the largest scans (about 2e10 pixels); a forged header claiming more is refused
+# before the forest or a read sizes anything from it
+MAX_SLIDE_PIXELS = 1 << 36
 
 
 class NotTiffError(ValueError):
@@ -189,6 +207,16 @@ class Slide(ABC):
         )
 
 
+def _check_pixels(path: str, shape: Sequence[int], max_pixels: int) -> None:
+    """``ValueError`` naming the file and the limit when level 0 declares more than ``max_pixels``."""
+    h, w = (int(v) for v in shape[:2])
+    if h * w > max_pixels:
+        raise ValueError(
+            f"{path}: the slide declares {h} x {w} = {h * w} level-0 pixels, more than max_pixels={max_pixels} "
+            f"(a forged or corrupt header?); pass a larger max_pixels to open_slide / TiffSlide to read it."
+        )
+
+
 def _axis_scale(full: int, reduced: int) -> float:
     factor = round(full / reduced)
     if factor >= 1 and reduced in (full // factor, -(-full // factor)):
@@ -226,17 +254,36 @@ class TiffSlide(Slide):
         path: SVS, generic tiled TIFF (pyramid as a flat IFD chain or SubIFDs) or OME-TIFF file.
         cache_bytes: bound of the decoded-tile LRU cache in bytes (0 disables caching).
         workers: threads decoding the missing tiles of one read (codecs release the GIL).
+        max_pixels: most level-0 pixels ``H * W`` the file may declare (``None``: :data:`MAX_SLIDE_PIXELS`);
+            a larger slide is a ``ValueError`` naming the file and the limit.
+        max_tile_bytes: most bytes one decoded tile (or strip) may take (``None``: :data:`MAX_TILE_BYTES`).
 
-    Picklable by path: a copy (e.g. in a DataLoader worker) reopens the file with an empty cache.
+    Memory of a read: the ``(C, h, w)`` region, at most ``workers`` decoded tiles in flight and the
+    cache (``cache_bytes``).
+
+    Picklable by path: a copy (e.g. in a DataLoader worker) reopens the file with an empty cache. A
+    slide inherited by a forked process (DataLoader workers on Linux) is read safely there too.
     """
 
-    def __init__(self, path: str | os.PathLike, cache_bytes: int = DEFAULT_CACHE_BYTES, workers: int = 2):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        workers: int = 2,
+        max_pixels: int | None = None,
+        max_tile_bytes: int | None = None,
+    ):
         self.path = os.fspath(path)
         self.cache_bytes = check_int(cache_bytes, "cache_bytes", 0)
         self.workers = check_int(workers, "workers", 1)
+        self.max_pixels = MAX_SLIDE_PIXELS if max_pixels is None else check_int(max_pixels, "max_pixels", 1)
+        self.max_tile_bytes = (
+            MAX_TILE_BYTES if max_tile_bytes is None else check_int(max_tile_bytes, "max_tile_bytes", 1)
+        )
         self._decodes = []
         self._tif: tifffile.TiffFile | None = None
-        self._lock = threading.Lock()  # file handle (seek + read)
+        self._fd: int | None = None
+        self._pid = os.getpid()
         self._cache_lock = threading.Lock()
         self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._cached = 0
@@ -255,6 +302,7 @@ class TiffSlide(Slide):
         try:
             file_size = os.path.getsize(self.path)
             pages = _level_pages(tif)
+            _check_pixels(self.path, pages[0].shape[:2], self.max_pixels)
             self._levels = [self._tile_table(p, k, file_size) for k, p in enumerate(pages)]
             first = pages[0]
             self.num_channels = int(first.samplesperpixel)
@@ -262,6 +310,8 @@ class TiffSlide(Slide):
             self.level_shapes = tuple(lv.shape for lv in self._levels)
             self._decodes = [0] * len(self._levels)
             self.mpp = _read_mpp(tif, first)
+            # tile bytes are read with pread: no file offset shared by threads or forked processes
+            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except ValueError:
             self.close()
             raise
@@ -288,11 +338,12 @@ class TiffSlide(Slide):
         if min(tile) < 1:
             raise ValueError(f"{where}: invalid tile shape {tile}.")
         itemsize = np.dtype(page.dtype).itemsize
-        if tile[0] * tile[1] * samples * itemsize > MAX_TILE_BYTES:
+        limit = self.max_tile_bytes
+        if tile[0] * tile[1] * samples * itemsize > limit:
             hint = " (a non-tiled page: convert the file to a tiled pyramid)" if not page.is_tiled else ""
             raise ValueError(
                 f"{where}: a tile of {tile[0]}x{tile[1]}x{samples} {np.dtype(page.dtype).name} exceeds the "
-                f"{MAX_TILE_BYTES >> 20} MiB limit of one decode{hint}."
+                f"{limit / 2**20:g} MiB limit of one decode (max_tile_bytes={limit}){hint}."
             )
         grid = (-(-h // tile[0]), -(-w // tile[1]))
         offsets = np.asarray(page.dataoffsets, dtype=np.int64)
@@ -312,23 +363,48 @@ class TiffSlide(Slide):
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "cache_bytes": self.cache_bytes, "workers": self.workers}
+        return {
+            "path": self.path,
+            "cache_bytes": self.cache_bytes,
+            "workers": self.workers,
+            "max_pixels": self.max_pixels,
+            "max_tile_bytes": self.max_tile_bytes,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], state["cache_bytes"], state["workers"])
+        self.__init__(
+            state["path"],
+            state["cache_bytes"],
+            state["workers"],
+            state.get("max_pixels"),
+            state.get("max_tile_bytes"),
+        )
 
     def close(self) -> None:
         tif = getattr(self, "_tif", None)
         if tif is not None:
             self._tif = None
             tif.close()
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            self._fd = None
+            os.close(fd)
         pool = getattr(self, "_pool", None)
         if pool is not None:
             self._pool = None
-            pool.shutdown(wait=True)
+            if getattr(self, "_pid", None) == os.getpid():  # a forked copy owns no threads of the parent's pool
+                pool.shutdown(wait=True)
         if hasattr(self, "_cache"):
             self._cache.clear()
             self._cached = 0
+
+    def _check_process(self) -> None:
+        """In a process forked after the slide was opened: new locks (another thread may have held
+        the parent's at the fork) and no pool (its threads did not survive the fork)."""
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._cache_lock = threading.Lock()
+            self._pool = None
 
     # ------------------------------------------------------------------ tiles
     def tile_shape(self, level: int) -> tuple[int, int]:
@@ -336,15 +412,21 @@ class TiffSlide(Slide):
 
     def _raw(self, level: int, index: int) -> bytes:
         lv = self._levels[level]
-        with self._lock:
-            if self._tif is None:
-                raise ValueError(f"{self.path} is closed.")
-            fh = self._tif.filehandle
-            fh.seek(int(lv.offsets[index]))
-            data = fh.read(int(lv.counts[index]))
-        if len(data) != int(lv.counts[index]):
+        fd = self._fd
+        if fd is None:
+            raise ValueError(f"{self.path} is closed.")
+        offset, count = int(lv.offsets[index]), int(lv.counts[index])
+        parts = []
+        while count > 0:  # pread returns less only at the end of the file (or past 2 GiB per call)
+            part = os.pread(fd, count, offset)
+            if not part:
+                break
+            parts.append(part)
+            offset += len(part)
+            count -= len(part)
+        if count > 0:
             raise ValueError(f"{self.path} (level {level}): tile {index} is truncated.")
-        return data
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _decode(self, level: int, index: int, data: bytes) -> np.ndarray:
         """``(C, th, tw)`` tile (edge tiles are cropped to the level)."""
@@ -355,12 +437,19 @@ class TiffSlide(Slide):
         c = self.num_channels
         if not data:  # sparse tile (byte count 0): never written, reads as zeros (TIFF convention)
             return np.zeros((c, h, w), dtype=self.dtype)
+        where = f"{self.path} (level {level}): tile {index} (row {row}, col {col})"
+        declared = encoded_shape(int(lv.page.compression), data)
+        # a strip may hold fewer rows than rowsperstrip; a tile's codec image is the whole tile
+        if declared is not None and (declared[0] > th or declared[1] > tw):
+            raise ValueError(
+                f"{where}: its codec header declares a {declared[0]}x{declared[1]} image, larger than the "
+                f"level's {th}x{tw} tiles: corrupt or forged data (refused before decoding)."
+            )
         try:
             decoded = lv.page.decode(data, index, jpegtables=lv.jpegtables)[0]
-        except Exception as e:
+        except Exception as e:  # MemoryError included: a ValueError naming the file, never a crash
             raise ValueError(
-                f"{self.path} (level {level}): tile {index} (row {row}, col {col}) cannot be decoded: "
-                f"corrupt or truncated data ({type(e).__name__}: {e})."
+                f"{where} cannot be decoded: corrupt or truncated data ({type(e).__name__}: {e})."
             ) from None
         if decoded is None:
             raise ValueError(f"{self.path} (level {level}): tile {index} cannot be decoded (no codec).")
@@ -374,37 +463,6 @@ class TiffSlide(Slide):
             decoded = decoded[0]
         decoded = decoded.reshape(decoded.shape[0], -1, c)[:h, :w]
         return np.ascontiguousarray(decoded.transpose(2, 0, 1), dtype=self.dtype)
-
-    def _tiles(self, level: int, indices: list[int]) -> dict[int, np.ndarray]:
-        """Decoded tiles by index: cached ones, the others decoded (in threads) and cached.
-
-        The cache is guarded by a lock, so threads may share one slide (two threads missing the same
-        tile may both decode it; the result is the same)."""
-        out: dict[int, np.ndarray] = {}
-        missing = []
-        with self._cache_lock:
-            for i in indices:
-                tile = self._cache.get((level, i))
-                if tile is None:
-                    missing.append(i)
-                else:
-                    self._cache.move_to_end((level, i))
-                    out[i] = tile
-        if missing:
-            raw = [self._raw(level, i) for i in missing]
-            if len(missing) > 1 and self.workers > 1:
-                with self._cache_lock:
-                    if self._pool is None:
-                        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="slide-decode")
-                tiles = list(self._pool.map(lambda a: self._decode(level, *a), zip(missing, raw)))
-            else:
-                tiles = [self._decode(level, i, d) for i, d in zip(missing, raw)]
-            with self._cache_lock:
-                self._decodes[level] += len(missing)
-                for i, tile in zip(missing, tiles):
-                    out[i] = tile
-                    self._remember((level, i), tile)
-        return out
 
     @property
     def cached_bytes(self) -> int:
@@ -421,18 +479,57 @@ class TiffSlide(Slide):
             self._cached -= old.nbytes
 
     def _read_region(self, level: int, start: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+        """The region, from cached tiles and the missing ones decoded (``workers`` threads), each
+        copied into the output as soon as it is decoded and then left to the cache (or dropped).
+
+        The cache is guarded by a lock, so threads may share one slide (two threads missing the same
+        tile may both decode it; the result is the same)."""
+        self._check_process()
         lv = self._levels[level]
         (y, x), (h, w), (th, tw) = start, size, lv.tile
-        rows = range(y // th, (y + h - 1) // th + 1)
-        cols = range(x // tw, (x + w - 1) // tw + 1)
-        tiles = self._tiles(level, [r * lv.grid[1] + c for r in rows for c in cols])
         out = np.empty((self.num_channels, h, w), dtype=self.dtype)
-        for r in rows:
-            for c in cols:
-                tile = tiles[r * lv.grid[1] + c]
-                y0, x0 = max(y, r * th), max(x, c * tw)
-                y1, x1 = min(y + h, (r + 1) * th), min(x + w, (c + 1) * tw)
-                out[:, y0 - y : y1 - y, x0 - x : x1 - x] = tile[:, y0 - r * th : y1 - r * th, x0 - c * tw : x1 - c * tw]
+
+        def place(index: int, tile: np.ndarray) -> None:
+            r, c = divmod(index, lv.grid[1])
+            y0, x0 = max(y, r * th), max(x, c * tw)
+            y1, x1 = min(y + h, (r + 1) * th), min(x + w, (c + 1) * tw)
+            out[:, y0 - y : y1 - y, x0 - x : x1 - x] = tile[:, y0 - r * th : y1 - r * th, x0 - c * tw : x1 - c * tw]
+
+        indices = [
+            r * lv.grid[1] + c
+            for r in range(y // th, (y + h - 1) // th + 1)
+            for c in range(x // tw, (x + w - 1) // tw + 1)
+        ]
+        hits, missing = [], []
+        with self._cache_lock:
+            for i in indices:
+                tile = self._cache.get((level, i))
+                if tile is None:
+                    missing.append(i)
+                else:
+                    self._cache.move_to_end((level, i))
+                    hits.append((i, tile))
+        for i, tile in hits:
+            place(i, tile)
+        del hits
+
+        def fetch(index: int) -> None:
+            tile = self._decode(level, index, self._raw(level, index))
+            place(index, tile)
+            with self._cache_lock:
+                self._decodes[level] += 1
+                self._remember((level, index), tile)
+
+        if len(missing) > 1 and self.workers > 1:
+            with self._cache_lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="slide-decode")
+                pool = self._pool
+            for _ in pool.map(fetch, missing):  # at most `workers` tiles decoded at once
+                pass
+        else:
+            for i in missing:
+                fetch(i)
         return out
 
 
@@ -444,7 +541,7 @@ def _level_pages(tif: tifffile.TiffFile) -> list[Any]:
     if series is not None and (tif.is_svs or tif.is_ome or len(series.levels) > 1):
         pages = [lv.keyframe for lv in series.levels]
         if all(p is not None for p in pages):
-            return pages
+            return _ordered_levels(tif.filename, pages)
     first = tif.pages.first
     candidates = list(first.pages) if first.subifds else []
     for page in tif.pages[1:]:
@@ -461,6 +558,45 @@ def _level_pages(tif: tifffile.TiffFile) -> list[Any]:
         # same aspect ratio as level 0 within a pixel of rounding (skips labels, macros, thumbnails of other shapes)
         if abs(h * w0 / w - h0) > 2 * w0 / w + 1:
             continue
+        levels.append(page)
+    return levels
+
+
+def _is_reduction(full: Sequence[int], reduced: Sequence[int]) -> bool:
+    """Whether ``reduced`` is ``full`` divided by one downsample ``d``, each side rounded (down, up or
+    to nearest: within one pixel), i.e. whether the ranges of ``d`` the two sides allow intersect."""
+    lo, hi = 0.0, math.inf
+    for n, m in zip(full[:2], reduced[:2]):
+        lo = max(lo, n / (m + 1))
+        if m > 1:
+            hi = min(hi, n / (m - 1))
+    return lo <= hi
+
+
+def _ordered_levels(path: str, pages: list[Any]) -> list[Any]:
+    """The pyramid pages of a series, level 0 first and the others from the largest; a level that
+    is not strictly smaller than the one before it on both axes, or not level 0 divided by one
+    downsample, or of other samples or dtype, is a ``ValueError`` naming the file (reading it as a
+    level would return another region of the slide than the one asked for)."""
+    first = pages[0]
+    h0, w0 = (int(v) for v in first.shape[:2])
+    rest = sorted(pages[1:], key=lambda p: -int(p.shape[0]) * int(p.shape[1]))
+    levels = [first]
+    for page in rest:
+        shape = tuple(int(v) for v in page.shape[:2])
+        prev = tuple(int(v) for v in levels[-1].shape[:2])
+        what = None
+        if page.samplesperpixel != first.samplesperpixel or page.dtype != first.dtype:
+            what = (
+                f"{page.samplesperpixel} samples of {page.dtype}, level 0 has {first.samplesperpixel} of {first.dtype}"
+            )
+        elif not (shape[0] < prev[0] and shape[1] < prev[1]):
+            what = f"shape {shape} is not smaller than the level above it, {prev}"
+        elif not _is_reduction((h0, w0), shape):
+            what = f"shape {shape} is not level 0 {(h0, w0)} divided by one downsample (another aspect ratio)"
+        if what is not None:
+            shapes = [tuple(int(v) for v in p.shape[:2]) for p in pages]
+            raise ValueError(f"{path}: inconsistent pyramid (levels {shapes} in file order): a level's {what}.")
         levels.append(page)
     return levels
 
@@ -530,6 +666,8 @@ def open_slide(
     backend: str = "auto",
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     workers: int = 2,
+    max_pixels: int | None = None,
+    max_tile_bytes: int | None = None,
 ) -> Slide:
     """Open a whole-slide image lazily.
 
@@ -541,6 +679,9 @@ def open_slide(
             finds broken is reported as such, not handed to another library).
         cache_bytes: bound of the decoded-tile cache (tifffile backend).
         workers: decoding threads of one read (tifffile backend).
+        max_pixels: most level-0 pixels the slide may declare (every backend; ``None``:
+            :data:`MAX_SLIDE_PIXELS`); a larger one is a ``ValueError`` naming the file and the limit.
+        max_tile_bytes: most bytes of one decoded tile (tifffile backend; ``None``: :data:`MAX_TILE_BYTES`).
 
     Returns:
         a :class:`Slide`; close it (or use it as a context manager) to release the file.
@@ -550,24 +691,27 @@ def open_slide(
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a slide file path, got {type(path).__name__}.")
     backend = check_choice(backend, "backend", SLIDE_BACKENDS)
+    limit = MAX_SLIDE_PIXELS if max_pixels is None else check_int(max_pixels, "max_pixels", 1)
     if not Path(path).is_file():
         raise ValueError(f"slide file not found: {os.fspath(path)}")
+    tiff = {"cache_bytes": cache_bytes, "workers": workers, "max_pixels": limit, "max_tile_bytes": max_tile_bytes}
     if backend == "tifffile":
-        return TiffSlide(path, cache_bytes=cache_bytes, workers=workers)
+        return TiffSlide(path, **tiff)
     if backend != "auto":
         from .wsi_backend import WSIReaderSlide
 
-        return WSIReaderSlide(path, backend=backend)
+        return _bounded(WSIReaderSlide(path, backend=backend), limit)
     try:
-        return TiffSlide(path, cache_bytes=cache_bytes, workers=workers)
+        return TiffSlide(path, **tiff)
     except NotTiffError as tiff_error:
         from .wsi_backend import WSIReaderSlide, available_backends
 
         for name in available_backends():
             try:
-                return WSIReaderSlide(path, backend=name)
+                slide = WSIReaderSlide(path, backend=name)
             except ValueError:
                 continue
+            return _bounded(slide, limit)
         raise tiff_error from None
 
 
@@ -584,3 +728,12 @@ def owned_slide(slide: Slide | str | os.PathLike, **open_options: Any) -> Iterat
         yield opened
     finally:
         opened.close()
+
+
+def _bounded(slide: Slide, max_pixels: int) -> Slide:
+    try:
+        _check_pixels(slide.path, slide.shape, max_pixels)
+    except ValueError:
+        slide.close()
+        raise
+    return slide

@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from monai_shf.forest import SERIALIZE_MODES, Forest, serialize
+from monai_shf.forest import SERIALIZE_MODES, Forest
+from monai_shf.forest.resample import _serialize
 from monai_shf.validation import check_choice, check_int
 
 from .reader import Slide, owned_slide
@@ -142,7 +143,10 @@ def serialize_slide(
             # consecutive chunks of at most _CHUNK_BYTES (a larger leaf alone)
             chunk_ids = np.cumsum(region_bytes) // _CHUNK_BYTES
             for chunk in np.split(ids, np.flatnonzero(np.diff(chunk_ids)) + 1):
-                _serialize_chunk(slide, int(level), chunk, starts, sizes, patch, mode, k, out)
+                try:
+                    _serialize_chunk(slide, int(level), chunk, starts, sizes, patch, mode, k, out)
+                except ValueError as error:  # e.g. a label value >= num_classes: name the slide
+                    raise ValueError(f"{slide.path} (level {int(level)}): {error}") from None
         return out
 
 
@@ -175,5 +179,7 @@ def _serialize_chunk(
             (n * h, w),
             n,
         )
-        tokens = serialize(stacked, column, patch, mode=mode, num_classes=num_classes)
+        # a column of leaves may be thinner than p (small leaves are upsampled): the slide itself was
+        # checked against p, so the column skips serialize's bound of p by the image's sides
+        tokens = _serialize(stacked, column, patch, mode, num_classes)
         out[:, ids[rows]] = tokens

@@ -34,7 +34,15 @@ from threadpoolctl import threadpool_limits
 
 from monai_shf.forest import Forest, nearest_index, resample_matrix
 from monai_shf.utils import atomic_write
-from monai_shf.validation import check_array, check_choice, check_finite, check_int, check_output_path, to_numpy
+from monai_shf.validation import (
+    check_array,
+    check_choice,
+    check_finite,
+    check_int,
+    check_not_input,
+    check_output_path,
+    to_numpy,
+)
 
 __all__ = ["write_pyramid", "write_slide_mask", "pyramid_shapes", "level_sample_index", "COMPRESSIONS"]
 
@@ -490,7 +498,8 @@ def write_slide_mask(
     """Depatch SHF predictions tile by tile into a pyramidal mask TIFF (never a full-size canvas).
 
     Args:
-        path: output ``.tif``; its folder must exist. Written atomically.
+        path: output ``.tif``; its folder must exist; never ``like`` itself (nor a link to it). Written
+            atomically.
         forest: the slide's forest, in level-0 pixel coordinates (``forest.spatial_shape`` is the
             slide's ``(H, W)``).
         pred: ``(K, L, p, p)`` float scores (logits or probabilities, ``K >= 2``) written as their
@@ -519,6 +528,7 @@ def write_slide_mask(
     of encoded tiles: about 0.01 byte per slide pixel at most for the index, nothing per pixel else.
     """
     path = check_output_path(path, "path")
+    check_not_input(path, like, "path")
     if not isinstance(forest, Forest):
         raise TypeError(f"forest must be a monai_shf.forest.Forest, got {type(forest).__name__}.")
     if forest.spatial_dims != 2:

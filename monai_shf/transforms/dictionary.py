@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from monai.config import KeysCollection
+from monai.data import MetaTensor
 from monai.transforms import InvertibleTransform, MapTransform, RandomizableTransform
 from monai.utils import ensure_tuple, ensure_tuple_rep
 
@@ -183,15 +184,21 @@ class HierarchicalPatchd(MapTransform, InvertibleTransform):
                     f"data[{key!r}] has shape {shape} but the forest (from {self.ref_key!r}) covers spatial shape "
                     f"{forest.spatial_shape}; every key must be (C, *spatial) with the same spatial shape."
                 )
-            d[key] = self.patcher(
-                img,
-                forest=forest,
-                mode=mode,
-                inverse_mode=inverse_mode,
-                num_classes=num_classes,
-                padding_value=padding_value,
-                inverse_argmax=inverse_argmax,
-            )
+            try:
+                d[key] = self.patcher(
+                    img,
+                    forest=forest,
+                    mode=mode,
+                    inverse_mode=inverse_mode,
+                    num_classes=num_classes,
+                    padding_value=padding_value,
+                    inverse_argmax=inverse_argmax,
+                )
+            except ValueError as error:  # bad data (e.g. a label value >= num_classes): name its file
+                source = img.meta.get("filename_or_obj") if isinstance(img, MetaTensor) else None
+                if not source:
+                    raise
+                raise ValueError(f"data[{key!r}] ({source}): {error}") from None
         return self.add_side_keys(d, forest)
 
     def add_side_keys(self, data: dict[Hashable, Any], forest: Forest) -> dict[Hashable, Any]:

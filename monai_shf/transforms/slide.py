@@ -32,7 +32,8 @@ from monai.utils import ensure_tuple_rep
 
 from monai_shf.forest import Forest, ForestSpec
 from monai_shf.slide import Slide, build_slide_forest, open_slide, serialize_slide, slide_dice, write_slide_mask
-from monai_shf.validation import check_int
+from monai_shf.utils import file_stem
+from monai_shf.validation import check_int, check_not_input
 
 from .array import default_inverse_mode
 from .dictionary import HierarchicalPatchd, RandHierarchicalPatchd
@@ -168,8 +169,16 @@ class SaveSlideMaskd(MapTransform):
 
     The forest and the source slide come from the key's own patch record, else from ``ref_key``'s
     (e.g. the prediction of ``SupervisedEvaluator`` after ``decollate_batch``). The mask is written to
-    ``output_dir/<slide name><output_postfix>.tif`` with the slide's size and resolution, and its path is
-    stored under ``path_key`` (``"<key>_path"`` by default) for :class:`SlideDiced`.
+    ``output_dir/<slide stem><output_postfix>.tif`` with the slide's size and resolution, and its path is
+    stored under ``path_key`` (``"<key>_path"`` by default) for :class:`SlideDiced`. The stem is the
+    whole file name less its format suffix (:func:`monai_shf.utils.file_stem`: ``case.v1.tif`` ->
+    ``case.v1``, ``a.ome.tif`` -> ``a``).
+
+    Never overwrites an input or another sample's mask: an output that is one of the sample's files
+    (the slide, a label slide named in ``data``; the same path or a link) is a ``ValueError``, and so is
+    a second write of one output name for another slide or key by this transform (slides of one name
+    in two folders: give each folder its own ``output_dir`` or ``output_postfix``). Writing the same
+    slide and key again (the next validation round) replaces its own mask.
 
     Args:
         keys: prediction keys.
@@ -197,20 +206,44 @@ class SaveSlideMaskd(MapTransform):
         self.ref_key, self.output_postfix = ref_key, str(output_postfix)
         self.probabilities, self.tile = bool(probabilities), check_int(tile, "tile", 16)
         self.path_keys = ensure_tuple_rep(path_key, len(self.keys))
+        self._written: dict[str, tuple[str, Hashable]] = {}  # output path -> (source slide, key)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        inputs = _input_files(d)
         for key, path_key in self.key_iterator(d, self.path_keys):
             forest, source = _forest_and_source(d, key, self.ref_key)
-            name = Path(source).name.split(".")[0] + self.output_postfix + ".tif"
+            path = self.output_dir / (file_stem(source) + self.output_postfix + ".tif")
+            check_not_input(path, [source, *inputs], f"the mask of {key!r}")
+            where = os.path.realpath(path)
+            owner = self._written.get(where)
+            if owner is not None and (os.path.realpath(owner[0]) != os.path.realpath(source) or owner[1] != key):
+                raise ValueError(
+                    f"SaveSlideMaskd would write {str(path)!r} for slide {source!r} ({key!r}), the mask it wrote "
+                    f"for {owner[0]!r} ({owner[1]!r}): slides of one name need their own output_dir or output_postfix."
+                )
             pred = d[key]
             pred = pred.detach().as_tensor() if isinstance(pred, MetaTensor) else pred
-            out = write_slide_mask(
-                self.output_dir / name, forest, pred, like=source, tile=self.tile, probabilities=self.probabilities
-            )
+            out = write_slide_mask(path, forest, pred, like=source, tile=self.tile, probabilities=self.probabilities)
+            self._written[where] = (source, key)
             d[path_key or f"{key}_path"] = str(out)
         return d
+
+
+def _input_files(data: Mapping[Hashable, Any]) -> list[str]:
+    """The files a sample names: path values (and lists of them), open slides and the source files
+    of MetaTensors."""
+    found: list[str] = []
+    for value in data.values():
+        for v in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(v, MetaTensor):
+                v = v.meta.get("filename_or_obj")
+            elif isinstance(v, Slide):
+                v = v.path
+            if isinstance(v, (str, os.PathLike)) and v:
+                found.append(os.fspath(v))
+    return found
 
 
 class SlideDiced(MapTransform):

@@ -375,3 +375,12 @@ def test_2d_bundle_patches_the_8bit_image_and_scales_the_tokens(tmp_path, monkey
     tokens = out["image"].as_tensor()
     assert tokens.dtype == torch.float32 and 0.0 <= float(tokens.min()) and float(tokens.max()) <= 1.0
     np.testing.assert_allclose(tokens.numpy(), serialize(image, forest, 8) / 255.0, atol=1e-6)
+
+
+def test_readme_and_bundle_docs_say_bundles_are_code():
+    from monai_shf.bundles import list_bundles
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    docs = {name: (bundle_path(name) / "docs" / "README.md").read_text() for name in list_bundles()}
+    for where, text in {"README.md": readme, **docs}.items():
+        assert "Bundles are code" in text and "only bundles you trust" in text, where

@@ -209,3 +209,114 @@ def test_make_datalist_dicom_layout_one_item_per_series(ct_volume, tmp_path, cap
     second[1].unlink()
     with pytest.raises(ValueError, match=r"patient2/ct has missing slices"):
         make_datalist(tmp_path, "dicom")
+
+
+def _png(path, shape=(8, 8)):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.zeros(shape, np.uint8)).save(path)
+    return path
+
+
+def test_msd_pairs_by_the_whole_case_name(tmp_path):
+    for name in ("p1_s1", "p2_s1"):
+        _png(tmp_path / "imagesTr" / f"{name}.png")
+        _png(tmp_path / "labelsTr" / f"{name}_seg.png")
+    made = make_datalist(tmp_path, "msd", val_fraction=0)["training"]
+    assert made == [
+        {"image": "imagesTr/p1_s1.png", "label": "labelsTr/p1_s1_seg.png"},
+        {"image": "imagesTr/p2_s1.png", "label": "labelsTr/p2_s1_seg.png"},
+    ]
+    (tmp_path / "labelsTr" / "p2_s1_seg.png").unlink()  # p2_s1 has no label now: never p1_s1's
+    with pytest.raises(ValueError, match="no label .* for image .*p2_s1.png"):
+        make_datalist(tmp_path, "msd")
+
+
+def test_msd_ambiguous_and_duplicate_pairings_list_the_files(tmp_path):
+    _png(tmp_path / "imagesTr" / "a.png")
+    _png(tmp_path / "labelsTr" / "a_seg.png")
+    _png(tmp_path / "labelsTr" / "a_mask.png")
+    with pytest.raises(ValueError, match="ambiguous labels for image .*a.png.*a_mask.png, .*a_seg.png"):
+        make_datalist(tmp_path, "msd")
+    (tmp_path / "labelsTr" / "a_mask.png").unlink()
+    _png(tmp_path / "imagesTr" / "a.tif")  # a second image of case "a"
+    with pytest.raises(ValueError, match="images .*a.png, .*a.tif are one case 'a'"):
+        make_datalist(tmp_path, "msd")
+
+
+def test_msd_modalities_form_one_item_and_load_as_absolute_lists(tmp_path):
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "labelsTr").mkdir()
+    for m in range(3):
+        _nifti(tmp_path / "imagesTr" / f"BRATS_001_{m:04d}.nii.gz")
+    _nifti(tmp_path / "labelsTr" / "BRATS_001.nii.gz")
+    made = make_datalist(tmp_path, "msd", output=tmp_path / "datalist.json", val_fraction=0)
+    assert made["training"] == [
+        {"image": [f"imagesTr/BRATS_001_{m:04d}.nii.gz" for m in range(3)], "label": "labelsTr/BRATS_001.nii.gz"}
+    ]
+    loaded = load_datalist(tmp_path / "datalist.json")["training"]
+    assert loaded[0]["image"] == [str((tmp_path / f"imagesTr/BRATS_001_{m:04d}.nii.gz").resolve()) for m in range(3)]
+    check_datalist(loaded, image_channels=3)  # three one-channel files: three channels
+
+
+def test_paired_layout_pairs_by_the_whole_stem(tmp_path):
+    for name in ("case.v1", "case.v2"):
+        _png(tmp_path / f"{name}.png")
+    _png(tmp_path / "case_mask.png")
+    with pytest.raises(ValueError, match=r"no mask 'case.v1_mask.\*' beside image .*case.v1.png"):
+        make_datalist(tmp_path, "paired")
+    for name in ("case.v1", "case.v2"):
+        _png(tmp_path / f"{name}_mask.png")
+    (tmp_path / "case_mask.png").unlink()
+    made = make_datalist(tmp_path, "paired", output=tmp_path / "datalist.json", val_fraction=0)["training"]
+    assert made == [
+        {"image": "case.v1.png", "label": "case.v1_mask.png"},
+        {"image": "case.v2.png", "label": "case.v2_mask.png"},
+    ]
+    assert make_datalist(tmp_path, "paired", val_fraction=0)["training"] == made  # its own JSON is not an image
+    _png(tmp_path / "case.v1_mask.tif")
+    with pytest.raises(ValueError, match="ambiguous masks for image .*case.v1.png"):
+        make_datalist(tmp_path, "paired")
+
+
+def test_interrupted_regeneration_is_redone(tmp_path, monkeypatch):
+    """The parameter stamp is written after the files: a regeneration that dies half-way leaves no
+    stamp, and the next run regenerates the stale files instead of trusting them."""
+    from monai_shf.data import datalist as datalist_module
+
+    root = tmp_path / "d2"
+    ensure_synthetic_2d(root, num_train=2, num_val=1, size=32, seed=0)
+    real = datalist_module.synthetic_tissue_2d
+    calls = []
+
+    def dies_on_the_second_case(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(datalist_module, "synthetic_tissue_2d", dies_on_the_second_case)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_synthetic_2d(root, num_train=2, num_val=1, size=32, seed=5)
+    monkeypatch.setattr(datalist_module, "synthetic_tissue_2d", real)
+    ensure_synthetic_2d(root, num_train=2, num_val=1, size=32, seed=5)
+    ensure_synthetic_2d(tmp_path / "clean", num_train=2, num_val=1, size=32, seed=5)
+    for i in range(3):
+        name = f"images/tissue_{i:03d}.png"
+        assert (root / name).read_bytes() == (tmp_path / "clean" / name).read_bytes(), name
+
+
+def test_datalist_items_that_are_not_paths_name_their_index(tmp_path):
+    image = _nifti(tmp_path / "a.nii.gz")
+    with pytest.raises(ValueError, match="datalist item 1 'image' must be a file path or a non-empty list"):
+        check_datalist([{"image": str(image)}, {"image": 3}])
+    with pytest.raises(ValueError, match="datalist item 0 must be an object"):
+        check_datalist([str(image)])
+    with pytest.raises(ValueError, match="item 0 'label' must be a file path"):
+        check_datalist([{"image": str(image), "label": {"file": "x"}}])
+    (tmp_path / "bad.json").write_text(json.dumps({"training": [{"image": "a.nii.gz"}, 7]}))
+    with pytest.raises(ValueError, match="'training' item 1 must be an object"):
+        load_datalist(tmp_path / "bad.json")
+    (tmp_path / "multi.json").write_text(json.dumps({"training": [{"image": ["a.nii.gz", "./a.nii.gz"]}]}))
+    assert load_datalist(tmp_path / "multi.json")["training"][0]["image"] == [str(image.resolve())] * 2

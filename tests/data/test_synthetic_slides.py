@@ -112,3 +112,12 @@ def test_cli_make_slide(tmp_path, capsys):
     assert "c_label.tif" in out and "peak memory" in out
     assert _levels(tmp_path / "c.tif")[0].shape == (600, 520, 3)
     assert _levels(tmp_path / "c_label.tif")[0].shape == (600, 520)
+
+
+def test_label_out_is_never_the_slide(tmp_path):
+    out = tmp_path / "s.tif"
+    with pytest.raises(ValueError, match="label_out .*s.tif' is the input"):
+        make_slide(out, 256, tile=256, label_out=out)
+    with pytest.raises(ValueError, match="label_out .*s.tif' is the input"):
+        make_slide(out, 256, tile=256, label_out=tmp_path / "." / "s.tif")
+    assert list(tmp_path.iterdir()) == []

@@ -386,3 +386,19 @@ def test_tokens_and_depatched_outputs_stay_on_the_input_device(device, rng):
     )
     cpu = deserialize(outputs["fraction"].cpu().numpy(), forest, "nearest", argmax=True)
     np.testing.assert_array_equal(outputs["argmax nearest"].cpu().numpy(), cpu)
+
+
+def test_patch_size_is_bounded_by_the_image():
+    """p = 10^4 tokens of a 64^2 image would ask for L * 10^8 values: a clear error naming p."""
+    forest = build_forest(np.zeros((64, 48)), 16)
+    with pytest.raises(ValueError, match="patch_size p=10000 exceeds every side of the image \\(64, 48\\)"):
+        serialize(np.zeros((1, 64, 48), np.float32), forest, 10**4)
+    assert serialize(np.zeros((1, 64, 48), np.float32), forest, 64).shape == (1, 16, 64, 64)  # the longest side
+
+
+def test_meta_tensors_are_a_clear_error():
+    forest = build_forest(np.zeros((64, 64)), 16)
+    with pytest.raises(ValueError, match="image is a tensor on the 'meta' device"):
+        serialize(torch.zeros(1, 64, 64, device="meta"), forest, 4)
+    with pytest.raises(ValueError, match="tokens is a tensor on the 'meta' device"):
+        deserialize(torch.zeros(2, 16, 4, 4, device="meta"), forest)

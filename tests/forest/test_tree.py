@@ -79,6 +79,10 @@ def test_tiling_length_and_zorder_2d(shape, length, min_size, density, seed):
     if min_size > max(shape):
         return
     score = np.random.default_rng(seed).random(shape) < density
+    if length > np.prod(shape):  # more tokens than pixels: refused
+        with pytest.raises(ValueError, match="length L=.* exceeds the .* pixels"):
+            build_forest(score, length, min_size=min_size)
+        return
     forest = build_forest(score, length, min_size=min_size)
     _check_tiling(forest)
     assert forest.length == length and forest.num_leaves <= length
@@ -106,6 +110,10 @@ def test_tiling_length_and_zorder_2d(shape, length, min_size, density, seed):
 def test_tiling_and_zorder_3d(shape, length, density, seed):
     shape = tuple(shape)
     score = np.random.default_rng(seed).random(shape) < density
+    if length > np.prod(shape):  # more tokens than pixels: refused
+        with pytest.raises(ValueError, match="length L=.* exceeds the .* pixels"):
+            build_forest(score, length, min_size=1)
+        return
     forest = build_forest(score, length, min_size=1)
     _check_tiling(forest)
     assert forest.num_leaves <= length
@@ -434,3 +442,17 @@ def test_lazy_count_pyramid_skips_the_finest_levels_on_dense_edges(monkeypatch):
     sparse[100, 100:140] = True
     build_forest(sparse, 1000)
     assert calls == [7]  # sparse maps: the finest level at once
+
+
+def test_length_is_bounded_by_the_pixels():
+    """L = 10^9 tokens on a 64^2 image: a clear error naming L, not a MemoryError."""
+    with pytest.raises(ValueError, match="length L=1000000000 exceeds the 4096 pixels of the image \\(64, 64\\)"):
+        build_forest(np.zeros((64, 64)), 10**9)
+    assert build_forest(np.zeros((64, 64)), 4096, min_size=1).num_leaves == 4096  # one leaf per pixel
+    with pytest.raises(ValueError, match="length L=5 exceeds the 4 pixels"):
+        Forest(np.zeros((1, 2)), np.array([[2, 2]]), (2, 2), 5)
+
+
+def test_meta_tensors_are_a_clear_error():
+    with pytest.raises(ValueError, match="score is a tensor on the 'meta' device"):
+        build_forest(torch.zeros(64, 64, device="meta"), 16)

@@ -119,7 +119,7 @@ def test_same_forest_as_a_best_first_heap_2d(
     shape, length, min_size, density, criterion, patch_size, area_prior, fill, weighted, seed
 ):
     shape = tuple(shape)
-    if min_size > max(shape):
+    if min_size > max(shape) or length > shape[0] * shape[1]:  # (more tokens than pixels is refused)
         return
     score = _random_score(np.random.default_rng(seed), shape, density, weighted)
     kwargs = dict(criterion=criterion, patch_size=patch_size, area_prior=area_prior)
@@ -138,6 +138,8 @@ def test_same_forest_as_a_best_first_heap_2d(
     seed=st.integers(0, 2**16),
 )
 def test_same_forest_as_a_best_first_heap_3d(shape, length, density, criterion, patch_size, area_prior, seed):
+    if length > np.prod(shape):  # more tokens than pixels is refused
+        return
     score = _random_score(np.random.default_rng(seed), tuple(shape), density, weighted=True)
     kwargs = dict(criterion=criterion, patch_size=patch_size, area_prior=area_prior)
     forest = build_forest(score, length, min_size=1, fill="uniform", **kwargs)

@@ -360,3 +360,11 @@ def test_load_pretrained_is_a_no_op_without_a_path(tmp_path, caplog):
         assert load_pretrained(net, tmp_path / "vit.pth") is net
     assert "timm weights" in caplog.text and "unused pos_embed" in caplog.text
     assert "blocks.0.attn.qkv.weight" in net.pretrained_report.loaded
+
+
+def test_a_pickle_named_safetensors_names_the_file(tmp_path):
+    pytest.importorskip("safetensors")
+    path = tmp_path / "weights.safetensors"
+    torch.save({"w": torch.zeros(2)}, path)
+    with pytest.raises(ValueError, match="weights.safetensors' is not a safetensors file"):
+        read_state_dict(path)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["area_pyramid", "write_tiff_pyramid", "texture"]
+__all__ = ["area_pyramid", "write_tiff_pyramid", "texture", "write_raw_tiff"]
 
+import struct
 from pathlib import Path
 
 import cv2 as cv
@@ -86,3 +87,55 @@ def texture(h: int, w: int, channels: int = 3, seed: int = 0) -> np.ndarray:
     image += rng.normal(0, 4, image.shape)
     out = np.clip(image, 0, 255).astype(np.uint8)
     return out if channels > 1 else out[..., 0]
+
+
+def write_raw_tiff(
+    path: Path,
+    shape: tuple[int, int],
+    tile: tuple[int, int],
+    tiles: list[bytes],
+    compression: int = 1,
+    samples: int = 1,
+    jpegtables: bytes | None = None,
+) -> Path:
+    """A hand-made little-endian classic TIFF of one tiled uint8 page, for forged files: ``shape``
+    and ``tile`` are written as given, and tile ``i`` of the grid stores ``tiles[i % len(tiles)]``
+    (each distinct blob once in the file, so a huge declared image can take a few KB)."""
+    h, w = shape
+    th, tw = tile
+    n = -(-h // th) * -(-w // tw)
+    blobs, offsets, out = {}, [], bytearray(b"II*\x00\x00\x00\x00\x00")
+
+    def put(data: bytes) -> int:
+        out.extend(b"\x00" * (len(out) % 2))
+        at = len(out)
+        out.extend(data)
+        return at
+
+    for data in tiles:
+        if data not in blobs:
+            blobs[data] = put(data)
+    offsets = [blobs[tiles[i % len(tiles)]] for i in range(n)]
+    counts = [len(tiles[i % len(tiles)]) for i in range(n)]
+    offsets_at = put(struct.pack(f"<{n}I", *offsets))
+    counts_at = put(struct.pack(f"<{n}I", *counts))
+    bits_at = put(struct.pack(f"<{samples}H", *([8] * samples)))
+    entries = [  # (tag, type, count, value or offset); SHORT = 3, LONG = 4, UNDEFINED = 7
+        (256, 4, 1, w),
+        (257, 4, 1, h),
+        (258, 3, samples, bits_at if samples > 2 else 8 | (8 << 16) if samples == 2 else 8),
+        (259, 3, 1, compression),
+        (262, 3, 1, 2 if samples == 3 else 1),
+        (277, 3, 1, samples),
+        (284, 3, 1, 1),
+        (322, 4, 1, tw),
+        (323, 4, 1, th),
+        (324, 4, n, offsets_at if n > 1 else offsets[0]),
+        (325, 4, n, counts_at if n > 1 else counts[0]),
+    ]
+    if jpegtables is not None:
+        entries.append((347, 7, len(jpegtables), put(jpegtables)))
+    ifd = put(struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries) + b"\x00" * 4)
+    out[4:8] = struct.pack("<I", ifd)
+    Path(path).write_bytes(bytes(out))
+    return Path(path)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import pickle
+import struct
+import zlib
 
 import numpy as np
 import pytest
 import tifffile
 import torch
-from slide_files import area_pyramid, texture, write_tiff_pyramid
+from slide_files import area_pyramid, texture, write_raw_tiff, write_tiff_pyramid
 
 from monai_shf.slide import Slide, open_slide
 from monai_shf.slide import reader as reader_module
@@ -244,3 +246,190 @@ def test_absurd_sizes_are_refused_without_allocating(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="forged.tif"):
         open_slide(path)
+
+
+# ------------------------------------------------------------------------------------------ processes
+
+
+class _Boxes(torch.utils.data.Dataset):
+    """Regions ``(y, x, h, w)`` of level 0 read from one slide object (inherited by forked workers)."""
+
+    def __init__(self, slide, boxes):
+        self.slide, self.boxes = slide, boxes
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        y, x, h, w = self.boxes[i]
+        return self.slide.read(0, (y, x), (h, w))
+
+
+def _random_boxes(n: int, shape: tuple[int, int], seed: int = 0) -> list[tuple[int, int, int, int]]:
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 80, size=(n, 2))
+    return [
+        (int(rng.integers(0, shape[0] - h + 1)), int(rng.integers(0, shape[1] - w + 1)), int(h), int(w))
+        for h, w in sizes
+    ]
+
+
+def _forked_reads(slide, boxes) -> list[np.ndarray]:
+    loader = torch.utils.data.DataLoader(
+        _Boxes(slide, boxes), batch_size=None, num_workers=2, multiprocessing_context="fork", timeout=60
+    )
+    return [r.numpy() for r in loader]
+
+
+@pytest.mark.parametrize("compression", [None, "zlib", "jpeg"])
+def test_forked_workers_read_what_the_parent_reads(tmp_path, compression):
+    """A slide opened in the parent and used by two forked DataLoader workers: 2000 random regions
+    (no cache: every read goes to the file) equal direct reads, for raw, deflate and JPEG tiles."""
+    path = write_tiff_pyramid(
+        tmp_path / f"fork_{compression}.tif", [texture(256, 384)], tile=32, compression=compression
+    )
+    boxes = _random_boxes(2000, (256, 384))
+    with open_slide(path, cache_bytes=0) as slide:
+        regions = _forked_reads(slide, boxes)
+    with open_slide(path) as direct:
+        for (y, x, h, w), region in zip(boxes, regions):
+            np.testing.assert_array_equal(region, direct.read(0, (y, x), (h, w)))
+
+
+def test_forked_workers_after_the_parent_started_its_decoding_threads(tmp_path):
+    path = write_tiff_pyramid(tmp_path / "threads.tif", [texture(256, 384)], tile=32)
+    boxes = _random_boxes(100, (256, 384), seed=1)
+    with open_slide(path, workers=2) as slide:
+        slide.read(0, (0, 0), (100, 100))  # 16 tiles: the parent's decoding pool exists when the workers fork
+        regions = _forked_reads(slide, boxes)
+        for (y, x, h, w), region in zip(boxes, regions):
+            np.testing.assert_array_equal(region, slide.read(0, (y, x), (h, w)))
+
+
+# ------------------------------------------------------------------------------------------ pyramids
+
+
+def test_svs_and_ome_levels_out_of_order_are_sorted(tmp_path, rgb_image):
+    levels = area_pyramid(rgb_image, 4)
+    for layout in ("svs", "ome"):
+        path = write_tiff_pyramid(
+            tmp_path / f"shuffled.{layout}.tif", [levels[i] for i in (0, 2, 1, 3)], tile=64, layout=layout
+        )
+        with open_slide(path) as slide:
+            assert slide.level_shapes == ((512, 768), (256, 384), (128, 192), (64, 96))
+            for k in (1, 2):
+                np.testing.assert_array_equal(slide.read(k, (3, 5), (40, 50)), _chw(levels[k])[:, 3:43, 5:55])
+
+
+@pytest.mark.parametrize("layout", ["svs", "ome"])
+def test_pyramid_level_of_another_aspect_ratio_is_refused(tmp_path, rgb_image, layout):
+    import cv2 as cv
+
+    levels = area_pyramid(rgb_image, 3)
+    odd = [
+        levels[0],
+        levels[1],
+        cv.resize(levels[2], (96, 128), interpolation=cv.INTER_AREA),
+    ]  # 128 x 96, not 128 x 192
+    path = write_tiff_pyramid(tmp_path / f"odd.{layout}.tif", odd, tile=64, layout=layout)
+    with pytest.raises(ValueError, match=r"odd\.\w+\.tif: inconsistent pyramid.*\(128, 96\) is not level 0"):
+        open_slide(path)
+
+
+def test_level_shapes_within_rounding_are_reductions():
+    assert reader_module._is_reduction((46000, 32914), (11500, 8228))  # Aperio 4x, floor
+    assert reader_module._is_reduction((301, 203), (76, 51))  # 4x, ceil
+    assert reader_module._is_reduction((1000, 3), (125, 1))  # a side rounded to one pixel
+    assert not reader_module._is_reduction((512, 768), (128, 96))
+    assert not reader_module._is_reduction((512, 768), (130, 192))
+
+
+# ------------------------------------------------------------------------------------------ resources
+
+
+def test_declared_slide_size_is_bounded(tmp_path):
+    """A 190 KB file declaring 10^6 x 10^6 pixels (every tile the same few bytes) is refused at open."""
+    path = write_raw_tiff(tmp_path / "huge.tif", (10**6, 10**6), (8192, 8192), [zlib.compress(bytes(8192 * 8192))], 8)
+    assert path.stat().st_size < 250_000
+    with pytest.raises(ValueError, match=r"huge.tif: .*1000000 x 1000000.*max_pixels=(\d+)") as error:
+        open_slide(path)
+    assert f"max_pixels={reader_module.MAX_SLIDE_PIXELS} " in str(error.value)
+    with open_slide(path, max_pixels=10**12) as slide:  # the limit is the user's to raise
+        assert slide.shape == (10**6, 10**6)
+        assert slide.read(0, (5000, 5000), (4, 4)).max() == 0
+    small = write_raw_tiff(tmp_path / "small.tif", (64, 64), (32, 32), [bytes(32 * 32)])
+    with pytest.raises(ValueError, match="small.tif.*max_pixels=4000"):
+        reader_module.TiffSlide(small, max_pixels=4000)
+    with pytest.raises(ValueError, match="small.tif.*max_pixels=4000"):
+        open_slide(small, max_pixels=4000)
+
+
+def test_a_read_holds_at_most_workers_decoded_tiles(tmp_path):
+    """16 deflate tiles of 4 MiB (a 70 KB file) side by side, a 16-row read across them: each tile is
+    copied into the region and dropped, so the read's peak is a few tiles, not all 16."""
+    import tracemalloc
+
+    tile = 2048
+    path = write_raw_tiff(
+        tmp_path / "bomb.tif", (tile, 16 * tile), (tile, tile), [zlib.compress(bytes(tile * tile))], 8
+    )
+    assert path.stat().st_size < 100_000
+    with open_slide(path, cache_bytes=0, workers=2) as slide:
+        slide.read(0, (0, 0), (1, 1))
+        tracemalloc.start()
+        try:
+            region = slide.read(0, (100, 0), (16, 16 * tile))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert region.shape == (1, 16, 16 * tile) and region.max() == 0
+    assert peak < 6 * tile * tile, f"peak {peak / 2**20:.1f} MiB for 4 MiB tiles"
+    with pytest.raises(
+        ValueError, match=r"bomb.tif \(level 0\): a tile of 2048x2048x1 uint8 exceeds .*max_tile_bytes=1000000"
+    ):
+        open_slide(path, max_tile_bytes=1_000_000)
+
+
+def _forged_header(data: bytes, codec: str, side: int) -> bytes:
+    """``data`` (a JPEG or JPEG 2000 stream) with its header claiming a ``side x side`` image."""
+    out = bytearray(data)
+    if codec == "jpeg":
+        at = out.index(b"\xff\xc0")
+        out[at + 5 : at + 9] = struct.pack(">HH", side, side)
+    else:
+        at = out.index(b"\xff\x51")
+        out[at + 6 : at + 14] = struct.pack(">II", side, side)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("codec", ["jpeg", "jpeg2000"])
+def test_codec_header_larger_than_the_tile_is_refused_before_decoding(tmp_path, codec):
+    """A 64 x 64 tile whose own JPEG / JPEG 2000 header claims 12000 x 12000: refused from the header,
+    nothing allocated (the codec would size its output from the header, not from the TIFF tags)."""
+    import tracemalloc
+
+    import imagecodecs
+
+    tile = texture(64, 64, channels=1)
+    if codec == "jpeg":
+        data, compression = imagecodecs.jpeg8_encode(tile, level=90), 7
+    else:
+        data, compression = imagecodecs.jpeg2k_encode(tile, level=0, codecformat="j2k"), 33003
+    good = write_raw_tiff(tmp_path / "good.tif", (64, 128), (64, 64), [data], compression)
+    with open_slide(good) as slide:
+        assert np.abs(slide.read(0, (0, 64), (64, 64))[0].astype(int) - tile).max() < 16
+    path = write_raw_tiff(
+        tmp_path / "forged.tif", (64, 128), (64, 64), [data, _forged_header(data, codec, 12000)], compression
+    )
+    with open_slide(path) as slide:
+        slide.read(0, (0, 0), (64, 64))  # tile 0 is intact
+        tracemalloc.start()
+        try:
+            with pytest.raises(
+                ValueError, match=r"forged.tif \(level 0\): tile 1 .*header declares a 12000x12000 image"
+            ):
+                slide.read(0, (0, 64), (64, 64))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak < 10 << 20

@@ -132,3 +132,14 @@ def test_bad_input(exact_slide, tmp_path):
     tifffile.imwrite(tiny, np.zeros((6, 40, 3), np.uint8), tile=(16, 16), photometric="rgb")
     with pytest.raises(ValueError, match="tiny.tif .* smaller than the token side patch_size=8"):
         serialize_slide(tiny, build_forest(np.ones((6, 40), bool), 4), 8)
+
+
+def test_label_value_of_num_classes_names_the_slide(tmp_path):
+    label = (texture(128, 128, channels=1) // 90).astype(np.uint8)  # classes 0..2
+    label[60:70, 60:70] = 7
+    path = write_tiff_pyramid(tmp_path / "bad_label.tif", [label], tile=64)
+    forest = build_forest(edge_map(label[None]), 30)
+    with pytest.raises(
+        ValueError, match="bad_label.tif \\(level 0\\): label values must lie in \\[0, num_classes=3\\), got 0..7"
+    ):
+        serialize_slide(path, forest, 8, mode="fraction", num_classes=3)

@@ -235,3 +235,20 @@ def test_mask_like_slide_copies_geometry(tmp_path, slide_forest, rng):
             assert mask.shape == (1000, 1300) and mask.num_channels == 1
             assert mask.mpp == pytest.approx((0.3, 0.4))
             assert len(mask.level_shapes) == 4
+
+
+def test_mask_never_overwrites_its_slide(tmp_path, slide_forest, rng):
+    """write_slide_mask(path=slide, like=slide), or a link to it: refused before anything is written."""
+    slide = write_pyramid(
+        tmp_path / "slide.tif", slide_forest.spatial_shape, 1, np.uint8, lambda *a: np.uint8(7), tile=256
+    )
+    before = slide.read_bytes()
+    (tmp_path / "link.tif").symlink_to(slide)
+    os.link(slide, tmp_path / "hard.tif")
+    pred = _scores(slide_forest, np.float32, rng)
+    for out in ("slide.tif", "link.tif", "hard.tif"):
+        for like in (slide, str(slide)):
+            with pytest.raises(ValueError, match=f"path .*{out}' is the input .*slide.tif"):
+                write_slide_mask(tmp_path / out, slide_forest, pred, like=like, tile=256)
+    assert slide.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hard.tif", "link.tif", "slide.tif"]

@@ -457,3 +457,14 @@ def test_every_dictionary_transform_has_the_monai_aliases():
         for alias in (f"{name}D", f"{name}Dict"):
             assert getattr(dictionary, alias) is getattr(dictionary, f"{name}d"), alias
             assert alias in dictionary.__all__ and alias in transforms.__all__, alias
+
+
+def test_label_value_of_num_classes_names_the_file():
+    image = MetaTensor(torch.rand(1, 32, 32), meta={"filename_or_obj": "/data/case_7.nii.gz"})
+    label = MetaTensor(torch.zeros(1, 32, 32, dtype=torch.uint8), meta={"filename_or_obj": "/data/case_7_seg.nii.gz"})
+    label[0, :4, :4] = 2
+    patch = HierarchicalPatchd(["image", "label"], 16, 4, mode=("area", "fraction"), num_classes=(None, 2))
+    with pytest.raises(
+        ValueError, match="data\\['label'\\] \\(/data/case_7_seg.nii.gz\\): label values .*num_classes=2"
+    ):
+        patch({"image": image, "label": label})

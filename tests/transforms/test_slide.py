@@ -192,3 +192,54 @@ def test_slide_transforms_have_the_monai_aliases():
     for name in ("SlidePatch", "RandSlidePatch", "SaveSlideMask", "SlideDice"):
         for alias in (f"{name}D", f"{name}Dict"):
             assert getattr(slide, alias) is getattr(slide, f"{name}d") and alias in slide.__all__, alias
+
+
+def _patched(paths: dict[str, str]) -> dict:
+    data = SlidePatchd(["image", "label"], LENGTH, PATCH, mode=["area", "fraction"], num_classes=[None, 3])(paths)
+    data["pred"] = torch.as_tensor(data["label"].as_tensor())
+    return data
+
+
+def test_save_mask_never_overwrites_an_input(slide_pair, tmp_path):
+    """output_postfix="" into the slide's folder would write the slide itself; the default postfix
+    into a folder where the label slide is named ``<case>_mask.tif`` would write the label."""
+    import shutil
+
+    paths, _, _ = slide_pair
+    folder = tmp_path / "data"
+    folder.mkdir()
+    local = {"image": str(folder / "case.tif"), "label": str(folder / "case_mask.tif")}
+    shutil.copy(paths["image"], local["image"])
+    shutil.copy(paths["label"], local["label"])
+    before = {k: Path(v).read_bytes() for k, v in local.items()}
+    data = _patched(local)
+    with pytest.raises(ValueError, match="case.tif' is the input"):
+        SaveSlideMaskd("pred", folder, output_postfix="")(data)
+    with pytest.raises(ValueError, match="case_mask.tif' is the input"):
+        SaveSlideMaskd("pred", folder)(data)
+    (tmp_path / "link").mkdir()
+    (tmp_path / "link" / "case.tif").symlink_to(local["image"])
+    with pytest.raises(ValueError, match="is the input"):  # a link to the slide in the output folder
+        SaveSlideMaskd("pred", tmp_path / "link", output_postfix="")(data)
+    assert {k: Path(v).read_bytes() for k, v in local.items()} == before
+    assert sorted(p.name for p in folder.iterdir()) == ["case.tif", "case_mask.tif"]  # no temporary either
+
+
+def test_save_mask_names_are_unique_per_slide(slide_pair, tmp_path):
+    import shutil
+
+    paths, _, _ = slide_pair
+    for name in ("case.v1", "case.v2", "a/case", "b/case"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(paths["image"], tmp_path / f"{name}.tif")
+    save = SaveSlideMaskd("pred", tmp_path / "masks")
+    written = [
+        Path(save(_patched({"image": str(tmp_path / f"{name}.tif"), "label": paths["label"]}))["pred_path"]).name
+        for name in ("case.v1", "case.v2")
+    ]
+    assert written == ["case.v1_mask.tif", "case.v2_mask.tif"]
+    first = _patched({"image": str(tmp_path / "a/case.tif"), "label": paths["label"]})
+    assert Path(save(first)["pred_path"]).name == "case_mask.tif"
+    save(first)  # the same slide again (the next validation round) replaces its own mask
+    with pytest.raises(ValueError, match="case_mask.tif' for slide .*b/case.tif.*the mask it wrote for .*a/case.tif"):
+        save(_patched({"image": str(tmp_path / "b/case.tif"), "label": paths["label"]}))
