@@ -42,7 +42,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-IHC = ROOT.parent / "shared" / "data" / "ihc2d" / "ihc.png"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DATA  # noqa: E402  (also points MONAI_SHF_DATA at the real data: generated slides use real tissue)
+
+IHC = DATA / "ihc2d" / "ihc.png"
 
 
 @dataclass
