@@ -30,3 +30,56 @@ def test_no_library_module_refers_to_the_repository_layout():
             if needle in text:
                 offenders.append(f"{path.relative_to(root)}: {needle}")
     assert offenders == []
+
+
+def _package_imports(package: str) -> dict[str, set[str]]:
+    """``{module: modules of the same package it imports}`` (module level and lazy imports alike)."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    root = Path(importlib.import_module(package).__file__).parent
+    graph: dict[str, set[str]] = {}
+    for path in root.glob("*.py"):
+        name = path.stem
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level == 1 and node.module:
+                    targets.add(node.module.split(".")[0])
+                elif node.level == 1:
+                    targets.update(alias.name for alias in node.names)
+                elif node.module and node.module.startswith(f"{package}."):
+                    targets.add(node.module[len(package) + 1 :].split(".")[0])
+        graph[name] = targets - {name}
+    return graph
+
+
+@pytest.mark.parametrize("package", ["monai_shf.slide", "monai_shf.forest"])
+def test_package_modules_import_one_way(package):
+    """No import cycle between the modules of a package (the package ``__init__`` aside)."""
+    graph = {m: t - {"__init__"} for m, t in _package_imports(package).items() if m != "__init__"}
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for target in sorted(graph.get(module, ())):
+            if state.get(target) == 1:
+                cycles.append(path + [target])
+            elif target in graph and not state.get(target):
+                visit(target, path + [target])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if not state.get(module):
+            visit(module, [module])
+    assert cycles == []
+
+
+def test_slide_backends_sit_below_the_factory():
+    graph = _package_imports("monai_shf.slide")
+    assert graph["base"] <= {"__init__"}  # the interface imports no other slide module
+    for backend in ("tiff_backend", "wsi_backend"):
+        assert "reader" not in graph[backend] and "base" in graph[backend]
+    assert {"base", "tiff_backend"} <= graph["reader"]

@@ -1,9 +1,16 @@
 """Whole-slide (gigapixel 2D) SHF: lazy pyramid reads, the forest from one level, tokens from the
-level matching each leaf, and tile-by-tile masks. No MONAI import in the core (see DESIGN.md §7)."""
+level matching each leaf, and tile-by-tile masks.
 
+Layout (dependencies point one way): :mod:`~monai_shf.slide.base` (the :class:`Slide` interface) <-
+:mod:`~monai_shf.slide.tiff_backend` / :mod:`~monai_shf.slide.wsi_backend` (backends) <-
+:mod:`~monai_shf.slide.reader` (:func:`open_slide`, :func:`owned_slide`) <- forest, tokens, writer,
+metrics. No MONAI import in the core (only the OpenSlide / cuCIM backend imports it, when used)."""
+
+from .base import MAX_SLIDE_PIXELS, Slide
 from .forest import build_slide_forest, forest_grid, slide_edge_map
 from .metrics import slide_confusion, slide_dice
-from .reader import DEFAULT_CACHE_BYTES, SLIDE_BACKENDS, Slide, TiffSlide, open_slide
+from .reader import SLIDE_BACKENDS, open_slide, owned_slide
+from .tiff_backend import DEFAULT_CACHE_BYTES, MAX_TILE_BYTES, TiffSlide
 from .tokens import leaf_levels, serialize_slide
 from .writer import COMPRESSIONS, level_sample_index, pyramid_shapes, write_pyramid, write_slide_mask
 
@@ -11,6 +18,7 @@ __all__ = [
     "Slide",
     "TiffSlide",
     "open_slide",
+    "owned_slide",
     "build_slide_forest",
     "slide_edge_map",
     "forest_grid",
@@ -20,6 +28,8 @@ __all__ = [
     "slide_confusion",
     "SLIDE_BACKENDS",
     "DEFAULT_CACHE_BYTES",
+    "MAX_SLIDE_PIXELS",
+    "MAX_TILE_BYTES",
     "write_pyramid",
     "write_slide_mask",
     "pyramid_shapes",

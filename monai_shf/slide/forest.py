@@ -35,7 +35,8 @@ import numpy as np
 from monai_shf.forest import Forest, ForestSpec, build_forest, canny_bands, soft_edge_bands, to_uint8
 from monai_shf.validation import check_int
 
-from .reader import Slide, owned_slide
+from .base import Slide
+from .reader import owned_slide
 
 __all__ = ["build_slide_forest", "slide_edge_map", "forest_grid", "grid_to_level0"]
 

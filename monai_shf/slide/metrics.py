@@ -16,7 +16,8 @@ import numpy as np
 
 from monai_shf.validation import check_int
 
-from .reader import Slide, owned_slide
+from .base import Slide
+from .reader import owned_slide
 
 __all__ = ["slide_dice", "slide_confusion"]
 

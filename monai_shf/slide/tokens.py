@@ -33,7 +33,8 @@ from monai_shf.forest import SERIALIZE_MODES, Forest
 from monai_shf.forest.resample import _serialize
 from monai_shf.validation import check_choice, check_int
 
-from .reader import Slide, owned_slide
+from .base import Slide
+from .reader import owned_slide
 
 __all__ = ["serialize_slide", "leaf_levels"]
 

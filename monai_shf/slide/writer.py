@@ -44,6 +44,8 @@ from monai_shf.validation import (
     to_numpy,
 )
 
+from .reader import open_slide
+
 __all__ = ["write_pyramid", "write_slide_mask", "pyramid_shapes", "level_sample_index", "COMPRESSIONS"]
 
 COMPRESSIONS = ("deflate", "jpeg", "none")
@@ -475,8 +477,6 @@ def _like_geometry(like: Any) -> tuple[tuple[int, int] | None, Any]:
     if like is None:
         return None, None
     if isinstance(like, (str, Path)):
-        from .reader import open_slide  # the reading half of this package
-
         with open_slide(like) as slide:
             return tuple(int(s) for s in slide.shape), slide.mpp
     if not hasattr(like, "shape") or not hasattr(like, "mpp"):

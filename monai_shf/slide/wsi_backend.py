@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .reader import Slide
+from .base import Slide
 
 __all__ = ["WSIReaderSlide", "available_backends"]
 

@@ -12,8 +12,7 @@ import tifffile
 import torch
 from slide_files import area_pyramid, texture, write_raw_tiff, write_tiff_pyramid
 
-from monai_shf.slide import Slide, open_slide
-from monai_shf.slide import reader as reader_module
+from monai_shf.slide import Slide, open_slide, tiff_backend
 
 
 def _chw(level: np.ndarray) -> np.ndarray:
@@ -104,7 +103,7 @@ def test_strip_pages_read_by_strips(tmp_path, monkeypatch):
     with open_slide(path) as slide:
         np.testing.assert_array_equal(slide.read(0, (40, 10), (20, 100)), image[40:60, 10:110].transpose(2, 0, 1))
         assert slide.tile_decodes == 2  # rows 40..59 lie in strips 2 and 3
-    monkeypatch.setattr(reader_module, "MAX_TILE_BYTES", 16 * 150 * 3 - 1)
+    monkeypatch.setattr(tiff_backend, "MAX_TILE_BYTES", 16 * 150 * 3 - 1)
     with pytest.raises(ValueError, match="strips.tif.*exceeds.*non-tiled"):
         open_slide(path)
 
@@ -337,11 +336,11 @@ def test_pyramid_level_of_another_aspect_ratio_is_refused(tmp_path, rgb_image, l
 
 
 def test_level_shapes_within_rounding_are_reductions():
-    assert reader_module._is_reduction((46000, 32914), (11500, 8228))  # Aperio 4x, floor
-    assert reader_module._is_reduction((301, 203), (76, 51))  # 4x, ceil
-    assert reader_module._is_reduction((1000, 3), (125, 1))  # a side rounded to one pixel
-    assert not reader_module._is_reduction((512, 768), (128, 96))
-    assert not reader_module._is_reduction((512, 768), (130, 192))
+    assert tiff_backend._is_reduction((46000, 32914), (11500, 8228))  # Aperio 4x, floor
+    assert tiff_backend._is_reduction((301, 203), (76, 51))  # 4x, ceil
+    assert tiff_backend._is_reduction((1000, 3), (125, 1))  # a side rounded to one pixel
+    assert not tiff_backend._is_reduction((512, 768), (128, 96))
+    assert not tiff_backend._is_reduction((512, 768), (130, 192))
 
 
 # ------------------------------------------------------------------------------------------ resources
@@ -353,13 +352,13 @@ def test_declared_slide_size_is_bounded(tmp_path):
     assert path.stat().st_size < 250_000
     with pytest.raises(ValueError, match=r"huge.tif: .*1000000 x 1000000.*max_pixels=(\d+)") as error:
         open_slide(path)
-    assert f"max_pixels={reader_module.MAX_SLIDE_PIXELS} " in str(error.value)
+    assert f"max_pixels={tiff_backend.MAX_SLIDE_PIXELS} " in str(error.value)
     with open_slide(path, max_pixels=10**12) as slide:  # the limit is the user's to raise
         assert slide.shape == (10**6, 10**6)
         assert slide.read(0, (5000, 5000), (4, 4)).max() == 0
     small = write_raw_tiff(tmp_path / "small.tif", (64, 64), (32, 32), [bytes(32 * 32)])
     with pytest.raises(ValueError, match="small.tif.*max_pixels=4000"):
-        reader_module.TiffSlide(small, max_pixels=4000)
+        tiff_backend.TiffSlide(small, max_pixels=4000)
     with pytest.raises(ValueError, match="small.tif.*max_pixels=4000"):
         open_slide(small, max_pixels=4000)
 
