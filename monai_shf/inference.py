@@ -40,11 +40,12 @@ import numpy as np
 import torch
 
 from monai_shf.bundles import apply_overrides, bundle_path, list_bundles
+from monai_shf.enums import DeviceKind, look_up
 from monai_shf.forest import RENAMED_OPTIONS, Forest, ForestSpec
 from monai_shf.networks import load_checkpoint
 from monai_shf.slide import Slide, build_slide_forest, open_slide, serialize_slide, write_slide_mask
 from monai_shf.utils import peak_rss_bytes
-from monai_shf.validation import check_choice, check_int, check_not_input, check_output_path
+from monai_shf.validation import check_int, check_not_input, check_output_path
 
 __all__ = [
     "DEFAULT_BUNDLE",
@@ -206,7 +207,7 @@ class _StageClock:
 
 
 def _check_inputs(slide: Any, out: Any, device: str) -> Path:
-    check_choice(device, "device", ("cpu", "cuda"))
+    look_up(device, "device", DeviceKind)
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' was asked for but torch finds no CUDA device; use device='cpu'.")
     if not isinstance(slide, (str, os.PathLike)):

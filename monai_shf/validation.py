@@ -7,6 +7,8 @@ expected form, so that bad input never surfaces as an obscure numpy/torch error 
 
 from __future__ import annotations
 
+import difflib
+import enum
 import numbers
 import os
 from pathlib import Path
@@ -52,10 +54,18 @@ def check_bool(value: Any, name: str) -> bool:
     return bool(value)
 
 
-def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
-    """Return ``value`` if it is one of ``choices``, else raise ``ValueError``."""
+def check_choice(value: Any, name: str, choices: tuple[str, ...] | type[enum.Enum]) -> str:
+    """``value`` as a plain string if it is one of ``choices`` (strings, or a string enum such as
+    :class:`monai_shf.enums.SerializeMode`, whose members are accepted too), else a ``ValueError`` naming
+    ``name``, the choices and the closest one."""
+    if isinstance(choices, type) and issubclass(choices, enum.Enum):
+        choices = tuple(member.value for member in choices)
+    if isinstance(value, enum.Enum):
+        value = value.value
     if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
+        close = difflib.get_close_matches(str(value), choices, n=1) if isinstance(value, str) else []
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}{hint}.")
     return value
 
 

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from monai_shf.enums import DeserializeMode, SerializeMode, values
 from monai_shf.validation import check_array, check_bool, check_choice, check_finite, check_int
 
 from .tree import Forest
@@ -61,8 +62,8 @@ __all__ = [
     "DESERIALIZE_MODES",
 ]
 
-SERIALIZE_MODES = ("area", "nearest", "fraction")
-DESERIALIZE_MODES = ("nearest", "linear")
+SERIALIZE_MODES = values(SerializeMode)
+DESERIALIZE_MODES = values(DeserializeMode)
 
 # dtypes OpenCV's INTER_AREA handles natively (it rounds integer ones)
 _CV_DTYPES = (torch.uint8, torch.uint16, torch.int16, torch.float32, torch.float64)

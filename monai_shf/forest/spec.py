@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from monai_shf.enums import ChannelReduction, EdgeKind, EdgeMethod, FillMode, SplitCriterion, values
 from monai_shf.validation import check_choice, check_int
 
 __all__ = [
@@ -42,15 +43,15 @@ __all__ = [
     "check_edge_args",
 ]
 
-SPLIT_CRITERIA = ("error", "edges")
+SPLIT_CRITERIA = values(SplitCriterion)
 """Split priorities of the build: ``"error"`` (expected depatching error) or ``"edges"`` (the paper's)."""
-FILL_MODES = ("uniform", "pad")
+FILL_MODES = values(FillMode)
 """Use of budget left when no leaf with a positive priority can be split."""
-EDGE_KINDS = ("soft", "canny")
+EDGE_KINDS = values(EdgeKind)
 """Score maps: soft edges (uint8, default) or the paper's binary Canny edges."""
-EDGE_METHODS = ("itk", "slicewise")
+EDGE_METHODS = values(EdgeMethod)
 """3D Canny operators (``edge_kind="canny"`` only)."""
-CHANNEL_REDUCTIONS = ("max", "mean")
+CHANNEL_REDUCTIONS = values(ChannelReduction)
 """How a multi-channel image's gradients are reduced to one score map."""
 
 RENAMED_OPTIONS = {

@@ -47,7 +47,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from monai_shf.validation import check_choice, check_int
+from monai_shf.enums import PretrainedSource, look_up, values
+from monai_shf.validation import check_int
 
 from .shfvit import SHFViT
 
@@ -60,7 +61,7 @@ __all__ = [
     "adapt_patch_kernel",
 ]
 
-SOURCES = ("timm", "sam")
+SOURCES = values(PretrainedSource)
 _BLOCK_PARAMS = (
     "norm1.weight",
     "norm1.bias",
@@ -281,7 +282,7 @@ def load_vit_weights(
     """
     if not isinstance(net, SHFViT):
         raise TypeError(f"net must be an SHFViT, got {type(net).__name__}.")
-    source = check_choice(source, "source", SOURCES)
+    source = look_up(source, "source", PretrainedSource).value
     name = os.fspath(weights) if isinstance(weights, (str, os.PathLike)) else "weights"
     state_dict = read_state_dict(weights) if isinstance(weights, (str, os.PathLike)) else _unwrap(weights, name)
     report = PretrainedReport(source)

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from monai_shf.enums import SlideBackend, values
 from monai_shf.validation import check_choice, check_int
 
 from .base import MAX_SLIDE_PIXELS, Slide, check_slide_pixels
@@ -21,7 +22,7 @@ from .tiff_backend import DEFAULT_CACHE_BYTES, NotTiffError, TiffSlide
 
 __all__ = ["open_slide", "owned_slide", "SLIDE_BACKENDS"]
 
-SLIDE_BACKENDS = ("auto", "tifffile", "openslide", "cucim")
+SLIDE_BACKENDS = values(SlideBackend)
 
 
 def open_slide(

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from monai_shf.enums import Compression, Photometric, values
 from monai_shf.forest import Forest, nearest_index, resample_matrix
 from monai_shf.utils import atomic_write
 from monai_shf.validation import (
@@ -48,7 +49,7 @@ from .reader import open_slide
 
 __all__ = ["write_pyramid", "write_slide_mask", "pyramid_shapes", "level_sample_index", "COMPRESSIONS"]
 
-COMPRESSIONS = ("deflate", "jpeg", "none")
+COMPRESSIONS = values(Compression)
 
 Render = Callable[[int, int, int, int, int], Any]
 
@@ -303,7 +304,7 @@ def write_pyramid(
         raise ValueError(f"compression='jpeg' needs uint8 images with 1 or 3 channels, got {dtype} x {channels}.")
     if photometric is None:
         photometric = "rgb" if channels == 3 else "minisblack"
-    photometric = check_choice(photometric, "photometric", ("rgb", "minisblack"))
+    photometric = check_choice(photometric, "photometric", Photometric)
     if photometric == "rgb" and channels < 3:
         raise ValueError(f"photometric='rgb' needs at least 3 channels, got {channels}.")
     mpp_yx = _normalise_mpp(mpp)

@@ -13,8 +13,9 @@ from monai.data import MetaTensor
 from monai.transforms import InvertibleTransform, Transform
 from monai.utils import TraceKeys, TransformBackends, convert_to_tensor
 
-from monai_shf.forest import DESERIALIZE_MODES, SERIALIZE_MODES, EdgeSpec, Forest, ForestSpec, edge_forest, score_map
-from monai_shf.validation import check_bool, check_choice, check_int
+from monai_shf.enums import DeserializeMode, SerializeMode, look_up
+from monai_shf.forest import EdgeSpec, Forest, ForestSpec, edge_forest, score_map
+from monai_shf.validation import check_bool, check_int
 
 from .functional import depatch, forest_from_trace, hierarchical_patch, resolve_depatch_mode
 
@@ -108,8 +109,8 @@ class HierarchicalPatch(InvertibleTransform):
         **forest_options: Any,
     ) -> None:
         self.spec = forest_spec(spec, length, patch_size, **forest_options)
-        self.mode = check_choice(mode, "mode", SERIALIZE_MODES)
-        self.inverse_mode = check_choice(inverse_mode or default_inverse_mode(mode), "inverse_mode", DESERIALIZE_MODES)
+        self.mode = look_up(mode, "mode", SerializeMode).value
+        self.inverse_mode = look_up(inverse_mode or default_inverse_mode(mode), "inverse_mode", DeserializeMode).value
         self.num_classes = None if num_classes is None else check_int(num_classes, "num_classes", 1)
         if self.mode == "fraction" and self.num_classes is None:
             raise ValueError("num_classes is required for mode='fraction' (K class channels in every sample).")
@@ -141,10 +142,10 @@ class HierarchicalPatch(InvertibleTransform):
     ) -> torch.Tensor:
         """Patch ``img``; per-call arguments override the constructor's (``None`` keeps them)."""
         forest = self.build(img) if forest is None else forest
-        mode = self.mode if mode is None else check_choice(mode, "mode", SERIALIZE_MODES)
+        mode = self.mode if mode is None else look_up(mode, "mode", SerializeMode).value
         if inverse_mode is None:
             inverse_mode = self.inverse_mode if mode == self.mode else default_inverse_mode(mode)
-        inverse_mode = check_choice(inverse_mode, "inverse_mode", DESERIALIZE_MODES)
+        inverse_mode = look_up(inverse_mode, "inverse_mode", DeserializeMode).value
         return hierarchical_patch(
             img,
             forest,
@@ -193,21 +194,21 @@ class Depatch(Transform):
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
     def __init__(self, mode: str | None = None, argmax: bool = False) -> None:
-        self.mode = None if mode is None else check_choice(mode, "mode", DESERIALIZE_MODES)
+        self.mode = None if mode is None else look_up(mode, "mode", DeserializeMode).value
         self.argmax = check_bool(argmax, "argmax")
 
     def __call__(
         self, tokens: Any, forest: Forest | None = None, mode: str | None = None, argmax: bool | None = None
     ) -> torch.Tensor:
         """Depatch ``tokens``; ``mode`` and ``argmax`` override the constructor's for this call."""
-        mode = self.mode if mode is None else check_choice(mode, "mode", DESERIALIZE_MODES)
+        mode = self.mode if mode is None else look_up(mode, "mode", DeserializeMode).value
         argmax = self.argmax if argmax is None else check_bool(argmax, "argmax")
         recorded, consume = None, forest is None
         if forest is None:
             forest, info = forest_from_trace(tokens, latest=True)
             recorded = info.get("mode")
         mode = resolve_depatch_mode(tokens, mode, recorded)
-        mode = check_choice(mode, "mode", DESERIALIZE_MODES)
+        mode = look_up(mode, "mode", DeserializeMode).value
         return depatch(tokens, forest, mode=mode, consume_record=consume, argmax=argmax)
 
 

@@ -24,6 +24,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from monai_shf.data.dicom_series import read_series
+from monai_shf.enums import SegmentationType, look_up
 from monai_shf.utils import atomic_write
 
 __all__ = ["SaveDicomSegd", "SaveDicomSegD", "SaveDicomSegDict", "series_frames"]
@@ -148,8 +149,7 @@ class SaveDicomSegd(MapTransform):
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        if segmentation_type not in ("binary", "fractional"):
-            raise ValueError(f"segmentation_type must be 'binary' or 'fractional', got {segmentation_type!r}.")
+        segmentation_type = look_up(segmentation_type, "segmentation_type", SegmentationType).value
         if labels is not None and not isinstance(labels, Mapping):
             raise TypeError(f"labels must map class index -> name, got {type(labels).__name__}.")
         self.labels: dict[int, Any] = {}

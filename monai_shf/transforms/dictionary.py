@@ -18,8 +18,9 @@ from monai.data import MetaTensor
 from monai.transforms import InvertibleTransform, MapTransform, RandomizableTransform
 from monai.utils import ensure_tuple, ensure_tuple_rep
 
-from monai_shf.forest import DESERIALIZE_MODES, SERIALIZE_MODES, EdgeSpec, Forest, ForestSpec
-from monai_shf.validation import check_bool, check_choice, check_int
+from monai_shf.enums import DeserializeMode, SerializeMode, look_up
+from monai_shf.forest import EdgeSpec, Forest, ForestSpec
+from monai_shf.validation import check_bool, check_int
 
 from .array import Depatch, EdgeMap, HierarchicalPatch, MaskPaddingTokens
 from .functional import forest_from_trace, patch_record_index, resolve_depatch_mode
@@ -135,9 +136,9 @@ class HierarchicalPatchd(MapTransform, InvertibleTransform):
         for flag in self.inverse_argmax:
             check_bool(flag, "inverse_argmax (per key)")
         for mode_, inverse_, classes in zip(self.mode, self.inverse_mode, self.num_classes):
-            check_choice(mode_, "mode", SERIALIZE_MODES)
+            look_up(mode_, "mode", SerializeMode)
             if inverse_ is not None:
-                check_choice(inverse_, "inverse_mode", DESERIALIZE_MODES)
+                look_up(inverse_, "inverse_mode", DeserializeMode)
             if classes is not None:
                 check_int(classes, "num_classes", 1)
             elif mode_ == "fraction":
@@ -314,7 +315,7 @@ class Depatchd(MapTransform):
         self.depatcher = Depatch(mode=None)
         for m in self.mode:
             if m is not None:
-                check_choice(m, "mode", DESERIALIZE_MODES)
+                look_up(m, "mode", DeserializeMode)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
