@@ -28,10 +28,9 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import IgniteMetricHandler, TensorBoardHandler
-from monai.metrics import CumulativeIterationMetric
-from monai.metrics.utils import do_metric_reduction
-from monai.utils import MetricReduction, is_scalar
+from monai.utils import is_scalar
 
+from monai_shf.metrics import SlideDiceMetric
 from monai_shf.transforms.functional import depatch, forest_from_trace
 from monai_shf.utils import atomic_write
 from monai_shf.validation import check_int, to_numpy
@@ -40,7 +39,6 @@ from monai_shf.visualize import forest_overlay, label_rgb, panels
 __all__ = [
     "AtomicDiskSaver",
     "AtomicCheckpointSaver",
-    "PrecomputedMetric",
     "SlideMeanDice",
     "TensorBoardForestImageHandler",
 ]
@@ -219,62 +217,58 @@ class AtomicCheckpointSaver:
             self.key_metric_checkpoint.load_state_dict(state_dict)
 
 
-class PrecomputedMetric(CumulativeIterationMetric):
-    """Per-sample metric values computed elsewhere, collected and reduced like MONAI's metrics.
-
-    For values that cannot be computed from the engine's tensors, e.g. the full-resolution Dice of a
-    whole slide, computed tile by tile from the written mask file by
-    :class:`~monai_shf.transforms.slide.SlideDiced`. Each sample gives a ``(K,)`` vector (one value per
-    class); ``aggregate`` reduces the ``(N, K)`` buffer (NaN, e.g. a class absent from a label, ignored).
-
-    Args:
-        include_background: keep column 0.
-        reduction: MONAI metric reduction of the ``(N, K)`` buffer.
-        get_not_nans: also return the count of non-NaN values.
-    """
-
-    def __init__(
-        self,
-        include_background: bool = True,
-        reduction: MetricReduction | str = MetricReduction.MEAN,
-        get_not_nans: bool = False,
-    ) -> None:
-        super().__init__()
-        self.include_background, self.reduction, self.get_not_nans = include_background, reduction, get_not_nans
-
-    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
-        values = torch.as_tensor(y_pred, dtype=torch.float32).reshape(y_pred.shape[0], -1)
-        return values if self.include_background else values[:, 1:]
-
-    def aggregate(self, reduction: MetricReduction | str | None = None) -> Any:
-        values, not_nans = do_metric_reduction(self.get_buffer(), reduction or self.reduction)
-        return (values, not_nans) if self.get_not_nans else values
-
-
-def _values_and_none(key: str, output: Sequence[Mapping]) -> tuple[list, None]:
-    """``([sample[key] for each sample], None)``: the ``(y_pred, y)`` pair of a precomputed metric."""
+def _slide_pairs(mask_key: str, label_key: str, output: Sequence[Mapping] | Mapping) -> tuple[list, list]:
+    """``([mask file of each sample], [label file of each sample])`` from the (decollated) engine output."""
     if isinstance(output, Mapping):
         output = [output]
-    return [sample[key] for sample in output], None
+    for i, sample in enumerate(output):
+        for key in (mask_key, label_key):
+            if key not in sample:
+                raise KeyError(
+                    f"SlideMeanDice: engine output sample {i} has no {key!r} (keys: {list(sample)}); the "
+                    f"postprocessing must put the mask file under mask_key and the label slide under label_key."
+                )
+    return [sample[mask_key] for sample in output], [sample[label_key] for sample in output]
 
 
 class SlideMeanDice(IgniteMetricHandler):
-    """Mean full-resolution Dice of whole slides over an evaluation, from the per-sample ``(K,)`` Dice
-    that :class:`~monai_shf.transforms.slide.SlideDiced` stores under ``dice_key`` in the engine output.
+    """Mean full-resolution Dice of whole slides over an evaluation: :class:`~monai_shf.metrics.SlideDiceMetric`
+    on the mask and label files that the (decollated) engine output names under ``mask_key`` and ``label_key``.
 
-    Use it as ``key_val_metric`` of a ``SupervisedEvaluator`` (it is reduced across ranks like any
-    MONAI metric; ``save_details`` keeps the per-slide values for ``MetricsSaver``).
+    Use it as ``key_val_metric`` of a ``SupervisedEvaluator`` after a postprocessing that writes the mask
+    (:class:`~monai_shf.transforms.slide.SaveSlideMaskd` stores its path) and copies the label slide's path
+    into the output (a key the batch does not have: MONAI's engines route keys of the batch back to the
+    batch). Reduced across ranks like any MONAI metric; ``save_details`` keeps the per-slide values.
 
     Args:
-        dice_key: key of the per-sample Dice in the (decollated) engine output.
+        num_classes: ``K``.
+        mask_key: key of the written mask's path.
+        label_key: key of the label slide's path.
         include_background: average class 0 too.
         save_details: keep per-slide values in ``engine.state.metric_details``.
     """
 
-    def __init__(self, dice_key: str = "pred_path_dice", include_background: bool = False, save_details: bool = True):
+    def __init__(
+        self,
+        num_classes: int | None = None,
+        mask_key: str = "pred_path",
+        label_key: str = "label_slide",
+        include_background: bool = False,
+        save_details: bool = True,
+        **legacy: Any,
+    ):
+        if "dice_key" in legacy:
+            raise TypeError(
+                "SlideMeanDice computes the slide Dice itself since bundle 0.4.0 of shf_wsi_segmentation: replace dice_key (and the SlideDiced "
+                "postprocessing step) by num_classes, mask_key (the mask path) and label_key (the label slide path)."
+            )
+        if legacy:
+            raise TypeError(f"SlideMeanDice got unexpected arguments {sorted(legacy)}.")
+        if num_classes is None:
+            raise TypeError("SlideMeanDice needs num_classes (K, background included).")
         super().__init__(
-            metric_fn=PrecomputedMetric(include_background=include_background),
-            output_transform=partial(_values_and_none, dice_key),
+            metric_fn=SlideDiceMetric(num_classes, include_background=include_background),
+            output_transform=partial(_slide_pairs, mask_key, label_key),
             save_details=save_details,
         )
 

@@ -31,6 +31,7 @@ from monai.transforms import MapTransform
 from monai.utils import ensure_tuple_rep
 
 from monai_shf.forest import Forest, ForestSpec
+from monai_shf.metrics import slide_file
 from monai_shf.slide import Slide, build_slide_forest, open_slide, serialize_slide, slide_dice, write_slide_mask
 from monai_shf.utils import file_stem
 from monai_shf.validation import check_int, check_not_input
@@ -54,14 +55,6 @@ __all__ = [
     "SlideDiceDict",
     "slide_meta",
 ]
-
-
-def _slide_path(value: Any, key: Hashable) -> str:
-    if isinstance(value, Slide):
-        return os.fspath(value.path)
-    if not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"data[{key!r}] must be a slide file path (or an open Slide), got {type(value).__name__}.")
-    return os.fspath(value)
 
 
 def slide_meta(slide: Slide) -> dict[str, Any]:
@@ -93,7 +86,9 @@ class _SlideOptions:
         """The forest of a sample in level-0 pixels, from one pyramid level of ``data[ref_key]``."""
         if self.ref_key not in data:
             raise ValueError(f"ref_key {self.ref_key!r} is not in the data (keys: {list(data)}).")
-        with open_slide(_slide_path(data[self.ref_key], self.ref_key), backend=self.reader_backend) as slide:
+        with open_slide(
+            slide_file(data[self.ref_key], f"data[{self.ref_key!r}]"), backend=self.reader_backend
+        ) as slide:
             return build_slide_forest(slide, self.spec if spec is None else spec)
 
     def patch(self, data: Mapping[Hashable, Any], forest: Forest) -> dict[Hashable, Any]:
@@ -103,7 +98,7 @@ class _SlideOptions:
         for key, mode, inverse_mode, num_classes, padding_value, inverse_argmax in self.key_iterator(
             d, self.mode, self.inverse_mode, self.num_classes, self.padding_value, self.inverse_argmax
         ):
-            with open_slide(_slide_path(d[key], key), backend=self.reader_backend) as slide:
+            with open_slide(slide_file(d[key], f"data[{key!r}]"), backend=self.reader_backend) as slide:
                 if tuple(slide.shape) != forest.spatial_shape:
                     raise ValueError(
                         f"slide {slide.path} ({key!r}) has level-0 shape {tuple(slide.shape)} but the forest (from "
@@ -247,8 +242,9 @@ def _input_files(data: Mapping[Hashable, Any]) -> list[str]:
 
 
 class SlideDiced(MapTransform):
-    """Full-resolution per-class Dice of written masks against label slides, tile by tile
-    (:func:`~monai_shf.slide.slide_dice`), stored as a ``(K,)`` float tensor under ``output_key``.
+    """The transform form of :class:`~monai_shf.metrics.SlideDiceMetric` (the primary API, an evaluator's
+    metric): full-resolution per-class Dice of written masks against label slides, tile by tile, stored as
+    a ``(K,)`` float tensor under ``output_key``, for pipelines that score samples outside an engine.
 
     Args:
         keys: keys holding mask paths (as :class:`SaveSlideMaskd` stores them).
@@ -274,12 +270,10 @@ class SlideDiced(MapTransform):
         d = dict(data)
         if self.label_key not in d:
             raise ValueError(f"label_key {self.label_key!r} is not in the data (keys: {list(d)}).")
-        label = d[self.label_key]
-        if isinstance(label, MetaTensor):
-            label = label.meta.get("filename_or_obj")
-        label = _slide_path(label, self.label_key)
+        label = slide_file(d[self.label_key], f"data[{self.label_key!r}]")
         for key, out_key in self.key_iterator(d, self.output_keys):
-            dice = slide_dice(_slide_path(d[key], key), label, self.num_classes)
+            mask = slide_file(d[key], f"data[{key!r}]")
+            dice = slide_dice(mask, label, self.num_classes)  # what SlideDiceMetric computes per pair
             d[out_key or f"{key}_dice"] = torch.as_tensor(dice, dtype=torch.float32)
         return d
 
