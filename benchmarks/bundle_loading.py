@@ -1,4 +1,4 @@
-"""Peak memory of the 2D bundle's load + patch, in bytes per pixel, before and after issue 6 item 12.
+"""Peak memory of the 2D bundle's load + patch, in bytes per pixel, before and after loading images in their own dtype.
 
 Before: ``LoadImaged`` as float32, ``ScaleIntensityRanged`` to [0, 1] on the full image, then
 ``HierarchicalPatchd`` (edges of a min-max rescaled float copy). After (the bundle's configs now):

@@ -1,4 +1,4 @@
-"""Peak extra memory of each patching step, in bytes per pixel (DESIGN §8), at 4096^2 and 8192^2.
+"""Peak extra memory of each patching step, in bytes per pixel, at 4096^2 and 8192^2.
 
 Every step runs in a fresh Python process (so one step's freed-but-cached memory cannot hide the
 next one's peak), once at 256^2 to load libraries and thread pools, then on inputs built before the

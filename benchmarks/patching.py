@@ -41,7 +41,7 @@ from monai_shf.forest import (  # noqa: E402
     to_uint8,  # noqa: E402
 )
 
-try:  # absent before issue 8.5: the benchmark still runs against older checkouts
+try:  # absent in checkouts before soft edges: the benchmark still runs against them
     from monai_shf.forest import soft_edge_map  # noqa: E402
 except ImportError:
     soft_edge_map = None

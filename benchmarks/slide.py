@@ -1,4 +1,4 @@
-"""Whole-slide benchmark (issue 7 item 5): time and peak RSS of each slide step on generated slides.
+"""Whole-slide benchmark: time and peak RSS of each slide step on generated slides.
 
 Each row is a function in ``ROWS`` run in its own child process (so its peak RSS, from
 ``getrusage``, is the row's alone, torch import included) on one generated pyramidal JPEG slide per

@@ -14,7 +14,7 @@ from monai_shf.validation import check_array, check_choice, check_finite, check_
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 @pytest.mark.parametrize("as_tensor", [False, True])
 def test_finite_values_near_the_maximum_are_not_reported(dtype, as_tensor):
-    """Issue 6 item 5: sums of huge finite values overflow; only the exact test may decide."""
+    """Sums of huge finite values overflow; only the exact test may decide."""
     x = np.full((64, 64), np.finfo(dtype).max, dtype=dtype)
     x[::2] = -np.finfo(dtype).max / 3
     value = torch.from_numpy(x) if as_tensor else x
@@ -37,7 +37,7 @@ def test_check_finite_on_half_precision_tensors_and_integers():
 
 
 def test_to_numpy_of_bfloat16_is_an_exact_float32_copy():
-    """Issue 6 item 5: numpy has no bfloat16; torch raised "unsupported ScalarType"."""
+    """Numpy has no bfloat16; torch raised "unsupported ScalarType"."""
     x = torch.tensor([1.5, -3.0, 2.0**100], dtype=torch.bfloat16)
     y = to_numpy(x)
     assert y.dtype == np.float32

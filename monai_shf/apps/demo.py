@@ -61,7 +61,7 @@ def patching_demo(
     else:
         image, label = synthetic_tissue_2d(1024, seed=0)
         label = (label > 0).astype(np.uint8)
-        source = "generated tissue image 1024x1024 (shared/data not found)"
+        source = "generated tissue image 1024x1024 (real data not found: set MONAI_SHF_DATA)"
     t0 = time.perf_counter()
     # soft edges + the expected-error criterion: the transforms' defaults; canny + edges: the paper's
     edges = score_map(image, spec.edges)

@@ -142,7 +142,7 @@ def ensure_synthetic_slides(
     """Write (once) pyramidal whole-slide test data to ``dataset_dir`` and return its datalist.
 
     Each case is a tiled pyramidal RGB TIFF (JPEG tiles) of ``size x size`` made from real tissue
-    texture (``shared/data/ihc2d``) and its uint8 label slide (0 background, 1 tissue, 2 DAB-positive),
+    texture (the real ``ihc2d`` image when found, see :func:`monai_shf.utils.find_real_data`) and its uint8 label slide (0 background, 1 tissue, 2 DAB-positive),
     written tile by tile by :func:`monai_shf.slide.make_slide` (seconds per 4K^2 slide). Re-running
     reuses the files (they are regenerated when missing or when the parameters change).
     """

@@ -1,6 +1,6 @@
 """Generated tissue-like data: the embedded default when no real data is at hand.
 
-Not for quality claims (use ``shared/data``); for demos, smoke runs and unit tests.
+Not for quality claims (use real data: ``MONAI_SHF_DATA``, see :func:`monai_shf.utils.find_real_data`); for demos, smoke runs and unit tests.
 """
 
 from __future__ import annotations

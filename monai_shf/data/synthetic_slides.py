@@ -80,7 +80,7 @@ def tissue_texture() -> tuple[np.ndarray, np.ndarray, str]:
     """The 512² texture, its label and where it comes from.
 
     Returns:
-        ``(rgb (512, 512, 3) uint8, label (512, 512) uint8 in [0, 3), source)``: ``shared/data``'s real
+        ``(rgb (512, 512, 3) uint8, label (512, 512) uint8 in [0, 3), source)``: the real
         IHC image when found (:func:`find_ihc2d`), else the generated tissue of
         :func:`monai_shf.data.synthetic.synthetic_tissue_2d` (with a warning).
     """

@@ -143,7 +143,9 @@ class Attention(nn.Module):
         b, length, dim = x.shape
         q, k, v = self.qkv(x).reshape(b, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, L): broadcast over heads, queries
-        dropout_p = self.attn_drop if self.training else 0.0  # the defect of issue 6.2: dropout in eval()
+        dropout_p = (
+            self.attn_drop if self.training else 0.0
+        )  # dropout only in training (MONAI's fused block applied it in eval() too)
         if self.fused:
             x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=self.scale)
         else:

@@ -156,7 +156,7 @@ def test_train_evaluate_infer(kind, tmp_path):
         from PIL import Image
 
         assert Image.open(predictions[0]).size == Image.open(source).size
-        # issue 6 item 11: labels straight from depatching (uint8 class indices, no K x H x W float canvas)
+        # labels straight from depatching (uint8 class indices, no K x H x W float canvas)
         pred = infer.parser.get_parsed_content("evaluator").state.output[0]["pred"]
         assert pred.dtype == torch.uint8 and pred.shape[0] == 1 and set(np.unique(pred.numpy())) <= {0, 1}
 
@@ -231,7 +231,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run(cmd, cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    # issue 6 item 7: one seed per rank (torch's actual initial seed, logged by each rank), and each rank
+    # one seed per rank (torch's actual initial seed, logged by each rank), and each rank
     # caches and reads its own part of the data
     log = done.stdout + done.stderr
     seeds = dict(re.findall(r"rank (\d) of 2: seed (\d+)", log))
@@ -338,7 +338,7 @@ def _chain(error: BaseException) -> str:
 
 
 def test_2d_bundle_patches_the_8bit_image_and_scales_the_tokens(tmp_path, monkeypatch):
-    """Issue 6 item 12: the image is loaded in its own dtype (uint8), edges and forest come from the 8-bit
+    """The image is loaded in its own dtype (uint8), edges and forest come from the 8-bit
     values (the Canny thresholds are grey levels), and only the tokens are scaled to [0, 1]; a TIFF is read
     with tifffile (no Pillow pixel limit)."""
     import tifffile

@@ -229,7 +229,7 @@ def test_bad_input(call, error, match):
         call(forest)
 
 
-# --- regression tests of issue 6 -------------------------------------------------------------
+# --- regression tests ------------------------------------------------------------------------
 
 DEVICES = [
     "cpu",
@@ -238,7 +238,7 @@ DEVICES = [
 
 
 def test_fraction_without_num_classes_is_an_error():
-    """Issue 6 item 1: K was inferred per sample (max + 1), so channel counts differed across samples."""
+    """K was inferred per sample (max + 1), so channel counts differed across samples."""
     forest = build_forest(np.zeros((32, 32)), 10)
     with pytest.raises(ValueError, match="num_classes is required"):
         serialize(np.zeros((1, 32, 32), np.uint8), forest, 4, mode="fraction")
@@ -249,7 +249,7 @@ def test_fraction_without_num_classes_is_an_error():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 def test_finite_values_near_the_dtype_maximum_give_finite_tokens(dtype):
-    """Issue 6 item 5: finite float32 values near the maximum were reported as NaN/inf."""
+    """Finite float32 values near the maximum were reported as NaN/inf."""
     top = float(np.finfo(dtype).max)
     image = np.full((2, 64, 64), top * 0.9, dtype=dtype)
     image[1, :32] = top * 0.5
@@ -266,7 +266,7 @@ def test_finite_values_near_the_dtype_maximum_give_finite_tokens(dtype):
 
 
 def test_bfloat16_images_and_tokens(rng):
-    """Issue 6 item 5: bfloat16 passed validation and then crashed inside numpy."""
+    """bfloat16 passed validation and then crashed inside numpy."""
     forest = _mixed_forest()
     image = torch.from_numpy(rng.random((2, 48, 80)).astype(np.float32)).to(torch.bfloat16)
     area = serialize(image, forest, 4)
@@ -289,7 +289,7 @@ def _small_leaf_forest() -> Forest:
 
 
 def test_linear_depatching_of_small_leaves_averages_the_whole_token(rng):
-    """Issue 6 item 9: a 2x2 leaf sampled 4 of its token's 64 values; it is the mean of 4x4 blocks."""
+    """A 2x2 leaf sampled 4 of its token's 64 values; it is the mean of 4x4 blocks."""
     forest = _small_leaf_forest()
     tokens = rng.random((2, 12, 8, 8)).astype(np.float32)
     out = deserialize(tokens, forest, "linear")
@@ -310,7 +310,7 @@ def test_linear_depatching_of_small_leaves_averages_the_whole_token(rng):
 @pytest.mark.parametrize("num_classes", [2, 3, 300])
 @pytest.mark.parametrize("mode", ["linear", "nearest"])
 def test_argmax_is_the_argmax_of_the_depatched_scores(num_classes, mode, rng):
-    """Issue 6 item 11: class indices written directly, smallest integer dtype."""
+    """Class indices written directly, smallest integer dtype."""
     forest = _mixed_forest()
     tokens = rng.random((num_classes, forest.length, 4, 4)).astype(np.float32)
     labels = deserialize(tokens, forest, mode, argmax=True)
@@ -327,7 +327,7 @@ def test_argmax_is_the_argmax_of_the_depatched_scores(num_classes, mode, rng):
 
 
 def test_argmax_needs_no_float_canvas():
-    """Issue 6 item 11: no K x H x W float canvas; about 1 B/px (the uint8 output) plus small chunks."""
+    """No K x H x W float canvas; about 1 B/px (the uint8 output) plus small chunks."""
     import tracemalloc
 
     side = 2048
@@ -345,7 +345,7 @@ def test_argmax_needs_no_float_canvas():
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int64, bool])
 def test_nearest_depatching_keeps_integer_dtypes(dtype, rng):
-    """Issue 6 item 11: integer tokens in, the same integer dtype out (was float32)."""
+    """Integer tokens in, the same integer dtype out (was float32)."""
     forest = _mixed_forest()
     label = (rng.random((1, 48, 80)) * 3).astype(dtype)
     tokens = serialize(label, forest, 4, mode="nearest")
@@ -363,7 +363,7 @@ def test_argmax_must_be_a_bool():
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_tokens_and_depatched_outputs_stay_on_the_input_device(device, rng):
-    """Issue 6 item 16 (forest part): tokens, depatched outputs and class maps on the input's device."""
+    """Tokens, depatched outputs and class maps on the input's device."""
     forest = _mixed_forest()
     image = torch.from_numpy(rng.random((3, 48, 80)).astype(np.float32)).to(device)
     label = torch.from_numpy((rng.random((1, 48, 80)) * 3).astype(np.uint8)).to(device)

@@ -162,7 +162,7 @@ def _upper_bound(label: np.ndarray, forest, p: int) -> float:
 
 
 def test_soft_edges_recover_the_faint_nuclei_canny_misses(nuclei2d):
-    """Issue 8 item 5 on real data: Canny (50, 100) misses faint nuclei, so its forests fall below a uniform
+    """Canny (50, 100) misses faint nuclei, so its forests fall below a uniform
     grid; the default (soft edges, criterion="error") is never below max(paper, uniform) - 0.002."""
     image, mask = nuclei2d
     label = (mask > 0).astype(np.uint8)

@@ -326,11 +326,11 @@ def test_forest_record_validation():
         Forest(np.zeros((2, 2)), np.full((2, 2), 2), (64, 64), 2)
 
 
-# --- regression tests of issue 6 -------------------------------------------------------------
+# --- regression tests ------------------------------------------------------------------------
 
 
 def test_overlapping_or_gapped_leaves_are_rejected():
-    """Issue 6 item 4: leaves whose volumes add up but overlap and leave a gap were accepted."""
+    """Leaves whose volumes add up but overlap and leave a gap were accepted."""
     # two 2x4 leaves over the top half of a 4x4 image: the volumes add up to 16, the bottom half is a gap
     starts, sizes = np.array([[0, 0], [0, 0]]), np.array([[2, 4], [2, 4]])
     with pytest.raises(ValueError, match="overlap or leave a gap"):
@@ -361,7 +361,7 @@ def test_built_forests_pass_the_tiling_check(shape, length):
 
 
 def test_collated_record_is_refused_with_a_clear_error():
-    """Issue 6 item 5: a collated record (batch > 1) gave an obscure "spatial_shape" error."""
+    """A collated record (batch > 1) gave an obscure "spatial_shape" error."""
     records = [build_forest(np.zeros((32, 32)), n).to_dict() for n in (4, 7)]
     records[0]["length"] = records[1]["length"] = 7
     for r in records:
@@ -375,7 +375,7 @@ def test_collated_record_is_refused_with_a_clear_error():
 
 
 def test_integer_score_sums_beyond_int64_are_an_error():
-    """Issue 6 item 5: sums above int64 wrapped silently (a 64x64 map of 2**62 built a forest)."""
+    """Sums above int64 wrapped silently (a 64x64 map of 2**62 built a forest)."""
     with pytest.raises(ValueError, match="int64"):
         build_forest(np.full((64, 64), 2**62, dtype=np.int64), 16)
     with pytest.raises(ValueError, match="int64"):
@@ -389,7 +389,7 @@ def test_integer_score_sums_beyond_int64_are_an_error():
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_scores(dtype):
-    """Issue 6 item 5: bfloat16 passed validation, then crashed inside numpy."""
+    """bfloat16 passed validation, then crashed inside numpy."""
     score = torch.from_numpy((np.random.default_rng(3).random((64, 64)) < 0.1).astype(np.float32))
     assert build_forest(score.to(dtype), 40) == build_forest(score, 40)
 
@@ -411,7 +411,7 @@ def test_fill_uniform_and_pad():
 @pytest.mark.parametrize("density", [0.002, 0.05, 0.3])
 @pytest.mark.parametrize("shape,length", [((256, 256), 300), ((200, 328), 1000), ((64, 64, 64), 500)])
 def test_lazy_count_pyramid_gives_the_same_forest(monkeypatch, density, shape, length):
-    """Issue 6 item 13: dense maps sum a coarser first level and the finer ones only when read."""
+    """Dense maps sum a coarser first level and the finer ones only when read."""
     from monai_shf.forest import tree
 
     rng = np.random.default_rng(5)

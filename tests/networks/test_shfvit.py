@@ -128,7 +128,7 @@ def test_bad_inputs_name_the_argument():
 
 @pytest.mark.parametrize("flash", [False, True])
 def test_dropout_only_while_training(flash):
-    # issue 6.2: with use_flash_attention=True MONAI's block applied attention dropout in eval() too
+    # with use_flash_attention=True MONAI's block applied attention dropout in eval() too
     torch.manual_seed(0)
     net = _tiny(use_flash_attention=flash, dropout_rate=0.3, drop_path_rate=0.3)
     x, geom = torch.rand(2, 3, 16, 4, 4), torch.rand(2, 16, 4)

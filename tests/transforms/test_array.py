@@ -158,14 +158,14 @@ def test_mask_padding_tokens():
 
 
 def test_fraction_without_num_classes_fails_at_construction():
-    """Issue 6 item 1: the error came per sample, in the middle of an epoch (or never: K = max + 1)."""
+    """The error came per sample, in the middle of an epoch (or never: K = max + 1)."""
     with pytest.raises(ValueError, match="num_classes"):
         HierarchicalPatch(64, 8, mode="fraction")
     assert HierarchicalPatch(64, 8, mode="fraction", num_classes=3).num_classes == 3
 
 
 def test_depatch_leaves_the_callers_trace_alone():
-    """Issue 6 item 3: a plain call must not pop the caller's applied_operations."""
+    """A plain call must not pop the caller's applied_operations."""
     img = MetaTensor(torch.from_numpy(_blobs())[None] * 100)
     tokens = HierarchicalPatch(length=64, patch_size=4)(img)
     trace = list(tokens.applied_operations)
@@ -187,7 +187,7 @@ def _two_class_map():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.uint8, torch.int64, torch.bool])
 def test_depatch_of_a_class_map_never_invents_a_class(dtype):
-    """Issue 6 item 6: argmaxed class maps are depatched with nearest, whatever mode was recorded."""
+    """Argmaxed class maps are depatched with nearest, whatever mode was recorded."""
     label, forest = _two_class_map()
     if dtype == torch.bool:
         label = label // 2
@@ -251,7 +251,7 @@ def test_bad_split_criterion():
 
 
 def test_depatch_and_inverse_can_return_class_maps():
-    """Issue 6 item 11: Depatch(argmax=True) and HierarchicalPatch(inverse_argmax=True) give uint8 labels."""
+    """Depatch(argmax=True) and HierarchicalPatch(inverse_argmax=True) give uint8 labels."""
     image = torch.from_numpy(np.random.default_rng(0).random((1, 64, 64)).astype(np.float32))
     forest = build_forest(np.zeros((64, 64)), 16)
     scores = torch.rand(3, 16, 8, 8)

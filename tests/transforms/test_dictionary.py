@@ -299,7 +299,7 @@ def test_bad_arguments(kwargs, error, match):
 
 @pytest.mark.parametrize("cls", [HierarchicalPatchd, RandHierarchicalPatchd])
 def test_fraction_without_num_classes_fails_at_construction(cls):
-    """Issue 6 item 1: the error came per sample, in the middle of an epoch (or never: K = max + 1)."""
+    """The error came per sample, in the middle of an epoch (or never: K = max + 1)."""
     with pytest.raises(ValueError, match="num_classes"):
         cls(["image", "label"], 64, 8, mode=["area", "fraction"])
     with pytest.raises(ValueError, match="num_classes"):
@@ -308,7 +308,7 @@ def test_fraction_without_num_classes_fails_at_construction(cls):
 
 
 def test_depatchd_leaves_the_input_alone_and_keeps_classes():
-    """Issue 6 items 3 and 6: Depatchd does not pop the caller's trace, and an argmaxed (float)
+    """Depatchd does not pop the caller's trace, and an argmaxed (float)
     prediction is depatched with nearest even though the reference key recorded linear."""
     label = np.zeros((1, 64, 64), np.uint8)
     label[:, :, 29:] = 2
@@ -326,7 +326,7 @@ def test_depatchd_leaves_the_input_alone_and_keeps_classes():
 
 
 def test_rand_patcher_is_the_deterministic_patcher_with_drawn_parameters(nuclei2d):
-    """Issue 6 item 14: a subclass (one constructor), the same forest as HierarchicalPatchd with the drawn
+    """A subclass (one constructor), the same forest as HierarchicalPatchd with the drawn
     parameters, and Invertd through it keeps working."""
     assert issubclass(RandHierarchicalPatchd, HierarchicalPatchd)
     sample = _nuclei_sample(nuclei2d)
@@ -407,7 +407,7 @@ def test_split_criterion_through_the_dictionary_transforms(nuclei2d):
 
 
 def test_argmax_depatching_gives_labels_without_a_float_canvas(nuclei2d):
-    """Issue 6 item 11: Depatch(d)(argmax=True) and HierarchicalPatchd(inverse_argmax=...) through Invertd
+    """Depatch(d)(argmax=True) and HierarchicalPatchd(inverse_argmax=...) through Invertd
     return (1, *spatial) uint8 class indices, the argmax of the linearly depatched scores."""
     pre = Compose([HierarchicalPatchd(["image", "label"], 256, 8, mode=("area", "fraction"), num_classes=(None, 3))])
     labels = Compose(
