@@ -179,6 +179,54 @@ def _link_rows(above: np.ndarray, below: np.ndarray) -> np.ndarray:
     return np.unique(np.concatenate(pairs), axis=0)
 
 
+class _BandJoiner:
+    """Hysteresis across row bands: the components of each band that touch a band border are joined
+    (union-find) with those of the band above; a component is an edge once any of its parts is strong.
+    Pixels of components still undecided when their band is written are kept (16 bytes each) and set by
+    :meth:`finish`."""
+
+    def __init__(self, height: int) -> None:
+        self.height = height
+        self.border = _BorderComponents()
+        self.pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (rows, cols, gids) of open pixels
+        self.previous_bottom: np.ndarray | None = None  # gids of the last row of the previous band (0: none)
+        self.next_gid = 1
+
+    def join(self, count: int, labels: np.ndarray, strong: np.ndarray, start: int, stop: int, out: np.ndarray) -> None:
+        """Write band rows ``start:stop`` (``labels`` ``(rows, W)`` of ``count`` components) into ``out``."""
+        is_open = np.zeros(count, dtype=bool)
+        if start > 0:
+            is_open[labels[0]] = True
+        if stop < self.height:
+            is_open[labels[-1]] = True
+        is_open[0] = False
+        open_labels = np.flatnonzero(is_open)
+        gids = np.zeros(count, dtype=np.int64)
+        gids[open_labels] = np.arange(self.next_gid, self.next_gid + len(open_labels))
+        self.next_gid += len(open_labels)
+        for label in open_labels:
+            self.border.add(int(gids[label]), bool(strong[label]))
+        if self.previous_bottom is not None:
+            for above, below in _link_rows(self.previous_bottom, gids[labels[0]]).tolist():
+                self.border.union(above, below)
+        undecided = np.zeros(count, dtype=bool)
+        for label in open_labels:
+            strong[label] = self.border.is_strong(int(gids[label]))
+            undecided[label] = not strong[label]
+        out[start:stop] = strong[labels]
+        if undecided.any():
+            rr, cc = np.nonzero(undecided[labels])
+            self.pending.append(((rr + start).astype(np.int32), cc.astype(np.int32), gids[labels[rr, cc]]))
+        self.previous_bottom = gids[labels[-1]] if stop < self.height else None
+
+    def finish(self, out: np.ndarray) -> None:
+        """Set the pixels of components whose strong pixel lay in a later band."""
+        for rr, cc, gid in self.pending:
+            unique, inverse = np.unique(gid, return_inverse=True)
+            now_strong = np.array([self.border.is_strong(int(g)) for g in unique], dtype=bool)[inverse]
+            out[rr[now_strong], cc[now_strong]] = True
+
+
 def _output_array(out: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """``out`` checked to be a numpy array of ``shape`` and ``dtype``, or a new empty one."""
     if out is None:
@@ -246,10 +294,8 @@ def canny_bands(
         return out
     halo = k // 2 + 2  # blur + Sobel + non-maximum suppression: candidates and strong pixels are exact
     workers = check_int(workers, "workers", 1)
-    border = _BorderComponents()
-    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (rows, cols, gids) of open pixels
-    previous_bottom: np.ndarray | None = None  # gids of the last row of the previous band (0: none)
-    next_gid, channels = 1, None
+    joiner = _BandJoiner(h)
+    channels = None
     starts = list(range(0, h, band))
     queue: deque = deque()
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -263,35 +309,8 @@ def canny_bands(
                 core = slice(ahead - top, min(h, ahead + band) - top)
                 queue.append(pool.submit(_band_components, rows, reduction, k, low, high, core))
             count, labels, strong = queue.popleft().result()
-            stop = min(h, start + band)
-            is_open = np.zeros(count, dtype=bool)
-            if start > 0:
-                is_open[labels[0]] = True
-            if stop < h:
-                is_open[labels[-1]] = True
-            is_open[0] = False
-            open_labels = np.flatnonzero(is_open)
-            gids = np.zeros(count, dtype=np.int64)
-            gids[open_labels] = np.arange(next_gid, next_gid + len(open_labels))
-            next_gid += len(open_labels)
-            for label in open_labels:
-                border.add(int(gids[label]), bool(strong[label]))
-            if previous_bottom is not None:
-                for above, below in _link_rows(previous_bottom, gids[labels[0]]).tolist():
-                    border.union(above, below)
-            undecided = np.zeros(count, dtype=bool)
-            for label in open_labels:
-                strong[label] = border.is_strong(int(gids[label]))
-                undecided[label] = not strong[label]
-            out[start:stop] = strong[labels]
-            if undecided.any():
-                rr, cc = np.nonzero(undecided[labels])
-                pending.append(((rr + start).astype(np.int32), cc.astype(np.int32), gids[labels[rr, cc]]))
-            previous_bottom = gids[labels[-1]] if stop < h else None
-    for rr, cc, gid in pending:  # components whose strong pixel lay in a later band
-        unique, inverse = np.unique(gid, return_inverse=True)
-        now_strong = np.array([border.is_strong(int(g)) for g in unique], dtype=bool)[inverse]
-        out[rr[now_strong], cc[now_strong]] = True
+            joiner.join(count, labels, strong, start, min(h, start + band), out)
+    joiner.finish(out)
     return out
 
 

@@ -235,6 +235,39 @@ class _BandStream:
             future.cancel()
 
 
+def _check_pyramid_format(compression: str, photometric: str | None, dtype: Any, num_channels: int) -> tuple:
+    """``(compression, photometric, dtype)`` checked against each other (``photometric`` defaulted)."""
+    channels = check_int(num_channels, "num_channels", 1)
+    compression = check_choice(compression, "compression", COMPRESSIONS)
+    dtype = np.dtype(dtype)
+    if compression == "jpeg" and (dtype != np.uint8 or channels not in (1, 3)):
+        raise ValueError(f"compression='jpeg' needs uint8 images with 1 or 3 channels, got {dtype} x {channels}.")
+    if photometric is None:
+        photometric = "rgb" if channels == 3 else "minisblack"
+    photometric = check_choice(photometric, "photometric", Photometric)
+    if photometric == "rgb" and channels < 3:
+        raise ValueError(f"photometric='rgb' needs at least 3 channels, got {channels}.")
+    return compression, photometric, dtype
+
+
+def _level_tags(
+    level: int, mpp_yx: tuple[float, float] | None, compression: str, description: str | None, channels: int
+) -> dict[str, Any]:
+    """The ``TiffWriter.write`` options of one pyramid level besides its tiles."""
+    kwargs: dict[str, Any] = {}
+    if mpp_yx is not None:  # pixels per centimetre; level k pixels are 2**k level-0 pixels
+        f = 1 << level
+        kwargs["resolution"] = (1e4 / (mpp_yx[1] * f), 1e4 / (mpp_yx[0] * f))
+        kwargs["resolutionunit"] = "CENTIMETER"
+    if compression == "deflate":
+        kwargs["predictor"] = True
+    if description is not None:
+        kwargs["description"] = description
+    if channels > 1:
+        kwargs["planarconfig"] = "contig"
+    return kwargs
+
+
 def write_pyramid(
     path: str | Path,
     shape: Sequence[int],
@@ -285,6 +318,7 @@ def write_pyramid(
     import tifffile
 
     path = check_output_path(path, "path")
+    compression, photometric, dtype = _check_pyramid_format(compression, photometric, dtype, num_channels)
     if not callable(render):
         raise TypeError(f"render must be a callable render(level, y0, x0, h, w), got {type(render).__name__}.")
     if len(tuple(shape)) != 2:
@@ -296,17 +330,8 @@ def write_pyramid(
         raise ValueError(f"tile must be a multiple of 16 (a TIFF requirement), got {tile}.")
     if levels is not None:
         levels = check_int(levels, "levels", 1)
-    compression = check_choice(compression, "compression", COMPRESSIONS)
     quality = check_int(quality, "quality", 1)
     workers = check_int(workers, "workers", 1)
-    dtype = np.dtype(dtype)
-    if compression == "jpeg" and (dtype != np.uint8 or channels not in (1, 3)):
-        raise ValueError(f"compression='jpeg' needs uint8 images with 1 or 3 channels, got {dtype} x {channels}.")
-    if photometric is None:
-        photometric = "rgb" if channels == 3 else "minisblack"
-    photometric = check_choice(photometric, "photometric", Photometric)
-    if photometric == "rgb" and channels < 3:
-        raise ValueError(f"photometric='rgb' needs at least 3 channels, got {channels}.")
     mpp_yx = _normalise_mpp(mpp)
 
     shapes = pyramid_shapes((height, width), tile, levels)
@@ -319,17 +344,7 @@ def write_pyramid(
         try:
             with tifffile.TiffWriter(tmp, bigtiff=True) as tif:
                 for level, level_shape in enumerate(shapes):
-                    f = 1 << level
-                    kwargs: dict[str, Any] = {}
-                    if mpp_yx is not None:  # pixels per centimetre
-                        kwargs["resolution"] = (1e4 / (mpp_yx[1] * f), 1e4 / (mpp_yx[0] * f))
-                        kwargs["resolutionunit"] = "CENTIMETER"
-                    if compression == "deflate":
-                        kwargs["predictor"] = True
-                    if level == 0 and description is not None:
-                        kwargs["description"] = description
-                    if channels > 1:
-                        kwargs["planarconfig"] = "contig"
+                    kwargs = _level_tags(level, mpp_yx, compression, description if level == 0 else None, channels)
                     tif.write(
                         data=stream.level_tiles(level),
                         shape=level_shape + ((channels,) if channels > 1 else ()),
@@ -485,6 +500,40 @@ def _like_geometry(like: Any) -> tuple[tuple[int, int] | None, Any]:
     return tuple(int(s) for s in like.shape), like.mpp
 
 
+def _mask_values(values: np.ndarray, probabilities: bool) -> tuple[str, np.ndarray]:
+    """``(kind, values)`` of the real tokens' predictions ``(K, N, p, p)``: ``"probabilities"`` (floats
+    in [0, 1]), ``"labels"`` (``(N, p, p)`` uint8) or ``"scores"`` (finite floats, ``K >= 2``); float
+    predictions are rendered in float64 when given so, else float32."""
+    k = values.shape[0]
+    float_dtype = np.float64 if values.dtype == np.float64 else np.float32
+    if probabilities:
+        if values.dtype.kind != "f":
+            raise TypeError(f"probabilities=True needs float pred in [0, 1], got dtype {values.dtype}.")
+        kind = "probabilities"
+        values = values.astype(float_dtype, copy=False)
+        # NaN and inf fail these comparisons too: no separate finiteness pass
+        if not (values.min() >= 0 and values.max() <= 1):
+            raise ValueError("probabilities=True needs pred values in [0, 1] (apply softmax/sigmoid first).")
+    elif values.dtype.kind in "biu":
+        if k != 1:
+            raise ValueError(f"integer pred must be (1, L, p, p) class labels, got {k} channels.")
+        if values.size and (int(values.min()) < 0 or int(values.max()) > 255):
+            raise ValueError(f"label pred must lie in [0, 255] (uint8 mask), got {values.min()}..{values.max()}.")
+        kind, values = "labels", values[0].astype(np.uint8)
+    else:
+        if k < 2:
+            raise ValueError(
+                "float pred must be (K >= 2, L, p, p) class scores; threshold one-channel probabilities into "
+                "(1, L, p, p) integer labels, or pass probabilities=True."
+            )
+        if k > 256:
+            raise ValueError(f"at most 256 classes fit a uint8 mask, got K={k}.")
+        kind = "scores"
+        values = values.astype(float_dtype, copy=False)
+        check_finite(values, "pred")
+    return kind, values
+
+
 def write_slide_mask(
     path: str | Path,
     forest: Forest,
@@ -548,32 +597,7 @@ def write_slide_mask(
     mpp = like_mpp if mpp is None else mpp
     n = forest.num_leaves
     values = values[:, :n]
-    float_dtype = np.float64 if values.dtype == np.float64 else np.float32  # what float pred is rendered in
-    if probabilities:
-        if values.dtype.kind != "f":
-            raise TypeError(f"probabilities=True needs float pred in [0, 1], got dtype {values.dtype}.")
-        kind = "probabilities"
-        values = values.astype(float_dtype, copy=False)
-        # NaN and inf fail these comparisons too: no separate finiteness pass
-        if not (values.min() >= 0 and values.max() <= 1):
-            raise ValueError("probabilities=True needs pred values in [0, 1] (apply softmax/sigmoid first).")
-    elif values.dtype.kind in "biu":
-        if k != 1:
-            raise ValueError(f"integer pred must be (1, L, p, p) class labels, got {k} channels.")
-        if values.size and (int(values.min()) < 0 or int(values.max()) > 255):
-            raise ValueError(f"label pred must lie in [0, 255] (uint8 mask), got {values.min()}..{values.max()}.")
-        kind, values = "labels", values[0].astype(np.uint8)
-    else:
-        if k < 2:
-            raise ValueError(
-                "float pred must be (K >= 2, L, p, p) class scores; threshold one-channel probabilities into "
-                "(1, L, p, p) integer labels, or pass probabilities=True."
-            )
-        if k > 256:
-            raise ValueError(f"at most 256 classes fit a uint8 mask, got K={k}.")
-        kind = "scores"
-        values = values.astype(float_dtype, copy=False)
-        check_finite(values, "pred")
+    kind, values = _mask_values(values, probabilities)
     tile = check_int(tile, "tile", 16)
     shapes = pyramid_shapes(forest.spatial_shape, tile, None if levels is None else check_int(levels, "levels", 1))
     renderer = _MaskRenderer(forest, values, kind, shapes, tile)
