@@ -1,7 +1,7 @@
 """Class names (and colours) of label masks, recorded in the mask file itself.
 
 A label mask (uint8 class values, :func:`~monai_shf.slide.write_slide_mask`, the label slide of
-:func:`~monai_shf.slide.make_slide`) says what its values mean in one line of the ImageDescription of
+:func:`~monai_shf.data.make_slide`) says what its values mean in one line of the ImageDescription of
 its first page (level 0)::
 
     monai_shf classes: {"0": {"name": "background"}, "1": {"name": "tumour", "color": [200, 0, 0]}}
@@ -120,7 +120,7 @@ def class_record(classes: Any, name: str = "classes") -> str:
     record = {}
     for value, (label_name, color) in sorted(normalize_classes(classes, name).items()):
         record[str(value)] = {"name": label_name} if color is None else {"name": label_name, "color": list(color)}
-    return CLASS_RECORD_PREFIX + json.dumps(record, ensure_ascii=False)
+    return CLASS_RECORD_PREFIX + json.dumps(record)  # ASCII, as TIFF strings must be: other names are escaped
 
 
 def read_class_record(path: str | os.PathLike) -> Classes | None:
