@@ -299,6 +299,8 @@ class _Output:
         those holes, read back block by block, appended to its ``coordinates``."""
         shapely = self.shapely
         parts = self._finish(np.array([geom], object))
+        if not len(parts):  # simplified away
+            return
         if len(parts) != 1:  # simplified into several (never without simplify): the holes go to the largest
             parts = parts[np.argsort(-shapely.area(parts))]
             for text in shapely.to_geojson(parts[1:]):
@@ -307,12 +309,10 @@ class _Output:
         self.fh.write(("" if self.first else ",\n") + '{"type": "Feature", "geometry": ' + text[:-2])
         self.first = False
         for block in blocks:
-            for ring in self.spill.rings(block):
-                hole = self._level0(np.array([shapely.polygons(ring)], object))
-                hole = self._finish(hole)  # counterclockwise: reversed below
-                for h in hole:
-                    coords = shapely.get_coordinates(shapely.get_exterior_ring(h))[::-1]
-                    self.fh.write("," + json.dumps(coords.tolist(), separators=(",", ":")))
+            holes = np.array([shapely.polygons(ring) for ring in self.spill.rings(block)], object)
+            for hole in self._finish(self._level0(holes)):  # counterclockwise: reversed below
+                coords = shapely.get_coordinates(shapely.get_exterior_ring(hole))[::-1]
+                self.fh.write("," + json.dumps(coords.tolist(), separators=(",", ":")))
         self.fh.write(']}, "properties": ' + self.properties[value] + "}")
         self.count[value] += len(parts)
         self.area[value] += area
