@@ -25,13 +25,14 @@ get a vertex at every pixel corner, so pieces on both sides share their edges ve
 ``coverage_union_all`` joins them in linear time (``union_all`` where that fails). A merged polygon
 that does not reach the bottom of the row can grow no more and is written; the others stay open.
 
-**Memory bounded by the frontier.** The open polygons are those crossing the line below the current
-row: proportional to the slide's width, except for a region larger than that (a tissue region of a
-64K² slide spans tens of thousands of rows and holds 10⁵ holes). So once an open polygon holds more
-than ``_SPILL_VERTICES`` vertices, its holes, which are all final (a hole of an open polygon lies
-above the line, and later rows only add area below it), move to an unnamed temporary file in the
-output folder and are joined back when the polygon is written; an open polygon keeps only its
-outline and the holes of the current row.
+**Memory: the open polygons.** The open polygons are those crossing the line below the current row:
+for regions smaller than a tile row's band that is proportional to the slide's width. A region larger
+than that (a tissue region of a 64K² slide spans tens of thousands of rows and holds 10⁵ holes) stays
+open for long: once an open polygon holds more than ``_SPILL_VERTICES`` vertices, its holes, which are
+all final (a hole of an open polygon lies above the line, and later rows only add area below it), move
+to an unnamed temporary file in the output folder and are joined back when the polygon is written. Its
+outline stays in memory, so such regions still cost memory in proportion to their outline's length
+(see ``docs/decisions.md``).
 
 **Output.** Coordinates are level-0 pixel corners: a level-``k`` corner ``(x, y)`` is scaled by the
 level's downsample per axis (``Slide.level_scales``) and clipped to the level-0 extent. ``simplify``
@@ -362,6 +363,8 @@ class _Frontier:
                 which, part = shapely.STRtree(union).query(shapely.point_on_surface(items[carried]), predicate="within")
                 for w, p in zip(which.tolist(), part.tolist()):
                     new_blocks[p] += blocks[carried[w]]
+                if len(which) != len(carried):
+                    raise RuntimeError("internal error: an open polygon's spilled holes lost their polygon.")
             parts = np.concatenate([parts, union])
             part_blocks += new_blocks
         still_open = (shapely.bounds(parts)[:, 3] >= y1) & (not last)
@@ -428,7 +431,8 @@ def mask_to_geojson(
     ``[c, c + 1] x [r, r + 1]``), so at level 0 a class's area equals its pixel count.
 
     Memory: about 9 bytes per pixel of one tile, plus the polygons crossing the current tile row's
-    lower border without their holes (see the module docstring); not the slide's area.
+    lower border, the holes of large ones moved to a temporary file (see the module docstring): not the
+    slide's pixels, but the outline of a region as large as the slide is held while it is open.
 
     Raises:
         ValueError: the output folder does not exist or ``out`` is the mask; the mask is not a
