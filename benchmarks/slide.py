@@ -15,7 +15,8 @@ of 2-class scores derived from the slide's tokens; only the write is timed), ``s
 :func:`monai_shf.inference.segment_slide`: forest, tokens, a small SHF ViT (hidden 128, 2 layers, 4
 heads, fused attention, random weights, seed 0), softmax and the pyramidal mask write; its notes give
 each stage's time) and ``mask write by prediction`` (the mask write's cost depends on the prediction: a
-random ViT's, the writer's worst case, against a region-like one). Add a row: write ``def row_x(ctx) -> dict`` and append it.
+random ViT's, the writer's worst case, against a region-like one), ``mask to geojson``
+(:func:`monai_shf.slide.mask_to_geojson` of the label slide: QuPath polygons). Add a row: write ``def row_x(ctx) -> dict`` and append it.
 
 Usage::
 
@@ -382,6 +383,23 @@ def row_mask_by_prediction(ctx: Context) -> dict[str, Any]:
     return {"time_s": region_like[0], "cpu_s": region_like[1], "note": "; ".join(notes)}
 
 
+def row_mask_to_geojson(ctx: Context) -> dict[str, Any]:
+    """``mask_to_geojson`` of the slide's label slide (``make_slide``'s, beside it): QuPath polygons of
+    every class, traced tile by tile at level 0 and merged across tiles. The row the memory target is
+    about: its peak should follow the slide's width (the open polygons), not its area."""
+    from monai_shf.slide import mask_to_geojson
+
+    label = ctx.path.with_name(ctx.path.stem + "_label.tif")
+    if not label.exists():
+        return {"skip": f"no label slide {label.name} (--generator make_slide writes one)"}
+    out = ctx.path.with_name(ctx.path.stem + "_label.geojson")
+    r = mask_to_geojson(label, out)
+    size_mib = out.stat().st_size / 2**20
+    out.unlink()
+    counts = ", ".join(f"{name} {n}" for name, n in r["features"].items())
+    return {"time_s": r["seconds"], "note": f"{counts} polygons; {size_mib:.0f} MiB GeoJSON"}
+
+
 ROWS: list[tuple[str, Callable[[Context], dict[str, Any]]]] = [
     ("open + forest", row_forest),
     ("forest + tokens", row_forest_tokens),
@@ -390,6 +408,7 @@ ROWS: list[tuple[str, Callable[[Context], dict[str, Any]]]] = [
     ("depatch + mask write", row_mask_write),
     ("segment-slide", row_segment_slide),
     ("mask write by prediction", row_mask_by_prediction),
+    ("mask to geojson", row_mask_to_geojson),
 ]
 
 

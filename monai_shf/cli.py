@@ -207,6 +207,7 @@ def _segment_slide_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--untrained", action="store_true", help="random weights (timing and smoke tests)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--geojson", type=Path, default=None, help="also write the mask as QuPath annotations (.geojson)")
 
 
 def _segment_slide(args: argparse.Namespace) -> int:
@@ -224,6 +225,7 @@ def _segment_slide(args: argparse.Namespace) -> int:
         device=args.device,
         untrained=args.untrained,
         progress=not args.no_progress,
+        geojson=args.geojson,
     )
     h, w = r["shape"]
     weights = r["checkpoint"] or "none (--untrained: random weights)"
@@ -234,6 +236,52 @@ def _segment_slide(args: argparse.Namespace) -> int:
     print(f"time    {r['total_seconds']:.2f} s ({stages})")
     print(f"memory  peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB")
     print(f"mask    {r['out']}")
+    if "geojson" in r:
+        print(f"geojson {_geojson_line(r['geojson'])}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# mask-to-geojson
+
+
+def _geojson_line(r: dict) -> str:
+    counts = ", ".join(f"{name} {n}" for name, n in r["features"].items())
+    return f"{r['path']}  ({counts} polygons; {r['seconds']:.1f} s)"
+
+
+def _classes_argument(text: str) -> dict[int, str]:
+    """``--classes``: ``name0,name1,...`` (labels 0, 1, ...) or ``1=tumour,2=stroma``."""
+    out: dict[int, str] = {}
+    for i, item in enumerate(part.strip() for part in text.split(",")):
+        value, _, name = item.partition("=") if "=" in item else (str(i), "", item)
+        if not value.strip().isdigit() or not name.strip():
+            raise argparse.ArgumentTypeError(f"expected name0,name1,... or 1=name,2=name, got {text!r}")
+        out[int(value)] = name.strip()
+    return out
+
+
+def _mask_to_geojson_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("mask", type=Path, help="the pyramidal label mask .tif (uint8 classes)")
+    p.add_argument("out", type=Path, help="the .geojson to write (its folder must exist)")
+    p.add_argument("--level", type=int, default=0, help="pyramid level traced (default 0)")
+    p.add_argument("--min-area", type=float, default=0.0, help="drop polygons below this area (level-0 px^2)")
+    p.add_argument("--simplify", type=float, default=0.0, help="simplification tolerance (level-0 px)")
+    p.add_argument(
+        "--classes",
+        type=_classes_argument,
+        default=None,
+        help="name0,name1,... for labels 0,1,... (0: background) or 1=name,2=name; default: names in the mask",
+    )
+
+
+def _mask_to_geojson(args: argparse.Namespace) -> int:
+    from monai_shf.slide import mask_to_geojson
+
+    r = mask_to_geojson(
+        args.mask, args.out, level=args.level, classes=args.classes, min_area=args.min_area, simplify=args.simplify
+    )
+    print(f"geojson {_geojson_line(r)}")
     return 0
 
 
@@ -279,6 +327,12 @@ COMMANDS: tuple[Command, ...] = (
         _segment_slide_arguments,
         _segment_slide,
     ),
+    Command(
+        "mask-to-geojson",
+        "a pyramidal label mask as QuPath GeoJSON annotations (needs monai_shf[annotations])",
+        _mask_to_geojson_arguments,
+        _mask_to_geojson,
+    ),
     Command("bundle", "list the shipped MONAI bundles or export one to a folder", _bundle_arguments, _bundle),
 )
 """The ``monai-shf`` commands, in ``--help`` order."""
@@ -297,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         # SIGTERM (SLURM, Kubernetes preemption) exits through the writers' cleanup: no temporary is left
         with terminate_as_exit():
             return run(args)
-    except (ValueError, TypeError) as error:  # bad input: one clear line, no traceback
+    except (ValueError, TypeError, ImportError) as error:  # bad input, a missing extra: one line, no traceback
         print(f"monai-shf {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -7,7 +7,9 @@ A short pipeline of named stages (:data:`SEGMENT_STAGES`), never the whole slide
     forest  build_slide_forest(slide, spec)                          -> Forest in level-0 pixels
     tokens  serialize_slide, scaled from intensity_range to [0, 1]   -> (C, L, p, p) float32
     network SHFViT, softmax                                           -> (K, L, p, p) probabilities
-    mask    write_slide_mask (pyramidal uint8 mask, tile by tile)
+    mask    write_slide_mask (pyramidal uint8 mask, tile by tile; class names from the bundle's metadata)
+    geojson with ``geojson=``: mask_to_geojson (the mask's polygons as QuPath annotations), not in
+            SEGMENT_STAGES (it is optional)
 
 The bundle is by default the shipped ``shf_wsi_segmentation`` (package data). Weights come from a checkpoint
 (``--checkpoint``, else the bundle's ``models/best.pt`` or ``models/latest.pt``); ``untrained=True`` runs
@@ -28,6 +30,8 @@ level, not by the slide's area (measured in ``benchmarks/slide.py``).
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import time
 import warnings
@@ -43,7 +47,14 @@ from monai_shf.bundles import apply_overrides, bundle_path, list_bundles
 from monai_shf.enums import DeviceKind, look_up
 from monai_shf.forest import RENAMED_OPTIONS, Forest, ForestSpec
 from monai_shf.networks import load_checkpoint
-from monai_shf.slide import Slide, build_slide_forest, open_slide, serialize_slide, write_slide_mask
+from monai_shf.slide import (
+    Slide,
+    build_slide_forest,
+    mask_to_geojson,
+    open_slide,
+    serialize_slide,
+    write_slide_mask,
+)
 from monai_shf.utils import peak_rss_bytes
 from monai_shf.validation import check_int, check_not_input, check_output_path
 
@@ -53,6 +64,7 @@ __all__ = [
     "find_bundle",
     "load_settings",
     "bundle_forest_spec",
+    "bundle_classes",
     "find_checkpoint",
     "load_network",
     "slide_tokens",
@@ -126,6 +138,28 @@ def bundle_forest_spec(parser: Any, config: str | os.PathLike = "the bundle conf
         stacklevel=2,
     )
     return ForestSpec.create(options)
+
+
+def bundle_classes(bundle: Path, num_classes: int) -> dict[int, str]:
+    """Names of the ``num_classes`` prediction channels from the bundle's ``configs/metadata.json``: its
+    ``labels`` (a list of names, or a mapping from label value to name), else
+    ``network_data_format.outputs.pred.channel_def``; ``"class <i>"`` for a channel neither names."""
+    meta = Path(bundle) / "configs" / "metadata.json"
+    names: dict[int, str] = {}
+    if meta.is_file():
+        try:
+            data = json.loads(meta.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{meta}: not readable JSON ({error}).") from None
+        labels = data.get("labels") if isinstance(data, dict) else None
+        if labels is None and isinstance(data, dict):
+            pred = data.get("network_data_format", {}).get("outputs", {}).get("pred", {})
+            labels = pred.get("channel_def") if isinstance(pred, dict) else None
+        if isinstance(labels, list):
+            labels = dict(enumerate(labels))
+        if isinstance(labels, dict):
+            names = {int(k): str(v) for k, v in labels.items() if str(k).isdigit() and str(v).strip()}
+    return {c: names.get(c, f"class {c}") for c in range(num_classes)}
 
 
 def find_checkpoint(bundle: Path, checkpoint: str | os.PathLike | None = None, untrained: bool = False) -> Path | None:
@@ -232,6 +266,7 @@ def segment_slide(
     untrained: bool = False,
     overrides: Mapping[str, Any] | None = None,
     progress: bool = False,
+    geojson: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Segment a whole slide with an SHF ViT and write its pyramidal mask, never loading the slide whole.
 
@@ -255,13 +290,18 @@ def segment_slide(
         overrides: config ids to set before instantiation (e.g. ``{"network_def#num_layers": 2}`` or
             ``{"forest#criterion": "edges"}``); an id the config lacks is an error.
         progress: show a tqdm progress bar over the stages (on stderr).
+        geojson: also write the mask's polygons as QuPath annotations to this ``.geojson`` (its folder
+            must exist; :func:`~monai_shf.slide.mask_to_geojson`, classes named by :func:`bundle_classes`;
+            needs shapely: ``pip install 'monai_shf[annotations]'``). Label masks only.
 
     Returns:
         a dict: ``out`` (Path), ``forest`` (the :class:`~monai_shf.forest.Forest`), ``spec`` (its
         :class:`~monai_shf.forest.ForestSpec`), ``leaves`` (real tokens ``N <= L``), ``length``,
         ``patch_size``, ``shape`` (slide level-0 ``(H, W)``), ``num_classes``, ``seconds`` (wall time per
         stage of :data:`SEGMENT_STAGES`), ``cpu_seconds`` (the process's CPU time per stage, all threads),
-        ``total_seconds``, ``peak_rss_bytes`` (the process's peak so far), ``bundle`` and ``checkpoint``.
+        ``total_seconds``, ``peak_rss_bytes`` (the process's peak so far), ``bundle`` and ``checkpoint``;
+        with ``geojson``, ``geojson`` (the :func:`~monai_shf.slide.mask_to_geojson` summary) and
+        ``seconds["geojson"]``.
 
     Raises:
         ValueError: missing slide, output folder or checkpoint; an unknown override or forest option; a
@@ -270,6 +310,13 @@ def segment_slide(
     """
     start = time.perf_counter()
     out = _check_inputs(slide, out, device)
+    if geojson is not None:
+        if probabilities:
+            raise ValueError("geojson needs a label mask: drop probabilities to write annotations.")
+        geojson = check_output_path(geojson, "geojson")
+        check_not_input(geojson, [slide, out], "geojson")
+        if importlib.util.find_spec("shapely") is None:  # fail before the run, not after the mask
+            raise ImportError("geojson needs shapely: pip install 'monai_shf[annotations]'.")
     clock = _StageClock(Path(slide).name, progress)
     with clock("setup"):
         bundle_dir = find_bundle(bundle)
@@ -298,9 +345,15 @@ def segment_slide(
             probs = predict_tokens(network, tokens, forest, device)
             del tokens
         with clock("mask"):
-            write_slide_mask(out, forest, probs, like=source, probabilities=probabilities)
+            classes = None if probabilities else bundle_classes(bundle_dir, int(probs.shape[0]))
+            write_slide_mask(out, forest, probs, like=source, probabilities=probabilities, classes=classes)
         shape = tuple(int(s) for s in source.shape)
     clock.bar.close()
+    annotations = None
+    if geojson is not None:
+        t, c = time.perf_counter(), time.process_time()
+        annotations = mask_to_geojson(out, geojson)
+        clock.seconds["geojson"], clock.cpu_seconds["geojson"] = time.perf_counter() - t, time.process_time() - c
     return {
         "out": out,
         "forest": forest,
@@ -316,4 +369,5 @@ def segment_slide(
         "peak_rss_bytes": peak_rss_bytes(),
         "bundle": bundle_dir,
         "checkpoint": weights,
+        **({} if annotations is None else {"geojson": annotations}),
     }

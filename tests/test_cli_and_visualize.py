@@ -122,3 +122,28 @@ def test_every_command_taking_a_bundle_says_bundles_are_code(capsys):
             with_bundle.append(command.name)
             assert "trust" in parser.format_help() and "code" in parser.format_help(), command.name
     assert {"figure", "segment-slide"} <= set(with_bundle)
+
+
+def test_cli_mask_to_geojson(tmp_path, capsys):
+    import pytest
+
+    pytest.importorskip("shapely")
+    from monai_shf.data import make_slide
+
+    _, label = make_slide(tmp_path / "s.tif", 512, tile=128)
+    out = tmp_path / "s.geojson"
+    assert main(["mask-to-geojson", str(label), str(out), "--simplify", "1", "--min-area", "20"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"geojson {out}") and "tissue" in printed and "polygons" in printed
+    doc = json.loads(out.read_text())
+    assert doc["features"] and {f["properties"]["objectType"] for f in doc["features"]} == {"annotation"}
+    # --classes: names by position or value=name; a mask without names needs them
+    assert main(["mask-to-geojson", str(label), str(out), "--classes", "1=cells,2=dab"]) == 0
+    names = {f["properties"]["classification"]["name"] for f in json.loads(out.read_text())["features"]}
+    assert names == {"cells", "dab"}
+    assert main(["mask-to-geojson", str(label), str(out), "--classes", "glass,cells,dab"]) == 0
+    assert main(["mask-to-geojson", str(tmp_path / "s.tif"), str(tmp_path / "x.geojson")]) == 2
+    assert "3 channel(s)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["mask-to-geojson", str(label), str(out), "--classes", "1=a,x=b"])
+    assert not (tmp_path / "x.geojson").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -15,13 +16,14 @@ from monai_shf.data import make_slide
 from monai_shf.inference import (
     DEFAULT_BUNDLE,
     SEGMENT_STAGES,
+    bundle_classes,
     find_bundle,
     load_network,
     load_settings,
     segment_slide,
 )
 from monai_shf.networks import SHFViT
-from monai_shf.slide import build_slide_forest, open_slide, serialize_slide, write_slide_mask
+from monai_shf.slide import build_slide_forest, open_slide, read_class_record, serialize_slide, write_slide_mask
 
 LENGTH, PATCH, CLASSES = 256, 8, 3
 TINY = {"hidden_size": 32, "mlp_dim": 64, "num_layers": 1, "num_heads": 2}
@@ -265,3 +267,55 @@ def test_out_is_never_the_slide_nor_a_link_to_it(slide_path, bundle, tmp_path):
         with pytest.raises(ValueError, match="is the input"):
             segment_slide(slide_path, out, bundle=bundle, untrained=True)
     assert slide_path.read_bytes() == before
+
+
+def test_geojson_is_named_by_the_bundle(slide_path, bundle, tmp_path, capsys):
+    pytest.importorskip("shapely")
+    (bundle / "configs" / "metadata.json").write_text('{"labels": ["glass", "tissue", "dab"]}')
+    out, geojson = tmp_path / "mask.tif", tmp_path / "mask.geojson"
+    result = segment_slide(slide_path, out, bundle=bundle, untrained=True, geojson=geojson)
+    assert result["geojson"]["path"] == geojson and "geojson" in result["seconds"]
+    assert set(result["geojson"]["features"]) == {"tissue", "dab"}
+    assert read_class_record(out) == {0: ("glass", None), 1: ("tissue", None), 2: ("dab", None)}
+    values, _, _ = read_level0(out)
+    doc = json.loads(geojson.read_text())
+    area = {name: 0.0 for name in ("tissue", "dab")}
+    for feature in doc["features"]:
+        area[feature["properties"]["classification"]["name"]] += shapely_area(feature)
+    assert area == {"tissue": float((values == 1).sum()), "dab": float((values == 2).sum())}
+    rc = main(
+        ["segment-slide", str(slide_path), "--bundle", str(bundle), "--out", str(tmp_path / "m2.tif")]
+        + ["--untrained", "--no-progress", "--geojson", str(tmp_path / "m2.geojson")]
+    )
+    assert rc == 0 and "geojson " in capsys.readouterr().out and (tmp_path / "m2.geojson").is_file()
+
+
+def shapely_area(feature: dict) -> float:
+    import shapely
+
+    return float(shapely.area(shapely.from_geojson(json.dumps(feature["geometry"]))))
+
+
+def test_geojson_bad_input(slide_path, bundle, tmp_path):
+    out = tmp_path / "mask.tif"
+    with pytest.raises(ValueError, match="label mask"):
+        segment_slide(slide_path, out, bundle=bundle, untrained=True, probabilities=True, geojson=tmp_path / "a.json")
+    with pytest.raises(ValueError, match="geojson .* is the input"):
+        segment_slide(slide_path, out, bundle=bundle, untrained=True, geojson=out)
+    with pytest.raises(ValueError, match="does not exist"):
+        segment_slide(slide_path, out, bundle=bundle, untrained=True, geojson=tmp_path / "no" / "a.geojson")
+    assert not out.exists()  # checked before the run
+
+
+def test_bundle_classes(bundle):
+    meta = bundle / "configs" / "metadata.json"
+    assert bundle_classes(bundle, 3) == {0: "class 0", 1: "class 1", 2: "class 2"}  # no metadata
+    meta.write_text('{"labels": {"1": "tumour"}}')
+    assert bundle_classes(bundle, 2) == {0: "class 0", 1: "tumour"}
+    meta.write_text('{"network_data_format": {"outputs": {"pred": {"channel_def": {"0": "bg", "1": "fg"}}}}}')
+    assert bundle_classes(bundle, 2) == {0: "bg", 1: "fg"}
+    meta.write_text("{not json")
+    with pytest.raises(ValueError, match="metadata.json: not readable JSON"):
+        bundle_classes(bundle, 2)
+    shipped = bundle_classes(bundle_path(DEFAULT_BUNDLE), 3)
+    assert shipped == {0: "background", 1: "tissue", 2: "DAB-positive"}

@@ -35,6 +35,7 @@ import cv2 as cv
 import numpy as np
 
 from monai_shf.slide import level_sample_index, pyramid_shapes, write_pyramid
+from monai_shf.slide.classes import class_record
 from monai_shf.utils import find_real_data
 from monai_shf.validation import check_int, check_not_input, check_output_path
 
@@ -252,7 +253,8 @@ def make_slide(
         size: level-0 side ``N`` (an ``N x N`` slide) or ``(H, W)``.
         tile: tile side (a multiple of 16).
         seed: everything random (offsets, fields) derives from it: the same seed gives the same files.
-        label_out: the label slide (uint8 classes :data:`SLIDE_CLASSES`, deflate-compressed, same
+        label_out: the label slide (uint8 classes :data:`SLIDE_CLASSES`, recorded in its description as
+            :mod:`monai_shf.slide.classes` does, for :func:`~monai_shf.slide.mask_to_geojson`; deflate-compressed, same
             pyramid and resolution), never ``out`` itself; ``None``: ``<out stem>_label.tif`` beside ``out``;
             ``False``: none.
         mpp: microns per pixel at level 0 (0.25: a 40x scan).
@@ -307,7 +309,7 @@ def make_slide(
             tile=tile,
             compression="deflate",
             mpp=mpp,
-            description=f"{description}; classes {', '.join(SLIDE_CLASSES)}",
+            description=f"{description}; classes {', '.join(SLIDE_CLASSES)}\n{class_record(SLIDE_CLASSES)}",
             workers=workers,
         )
         label_out = Path(label_out)

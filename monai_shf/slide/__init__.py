@@ -6,7 +6,9 @@ Layout (dependencies point one way): :mod:`~monai_shf.slide.base` (the :class:`S
 :mod:`~monai_shf.slide.reader` (:func:`open_slide`, :func:`owned_slide`) <- forest, tokens, writer,
 metrics. No MONAI import in the core (only the OpenSlide / cuCIM backend imports it, when used)."""
 
+from .annotations import mask_to_geojson, trace_polygons
 from .base import MAX_SLIDE_PIXELS, Slide
+from .classes import normalize_classes, read_class_record
 from .forest import build_slide_forest, forest_grid, slide_edge_map
 from .metrics import slide_confusion, slide_dice
 from .reader import SLIDE_BACKENDS, open_slide, owned_slide
@@ -35,4 +37,8 @@ __all__ = [
     "pyramid_shapes",
     "level_sample_index",
     "COMPRESSIONS",
+    "mask_to_geojson",
+    "trace_polygons",
+    "normalize_classes",
+    "read_class_record",
 ]

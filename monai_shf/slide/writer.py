@@ -45,6 +45,7 @@ from monai_shf.validation import (
     to_numpy,
 )
 
+from .classes import class_record
 from .reader import open_slide
 
 __all__ = ["write_pyramid", "write_slide_mask", "pyramid_shapes", "level_sample_index", "COMPRESSIONS"]
@@ -544,6 +545,7 @@ def write_slide_mask(
     mpp: float | Sequence[float] | None = None,
     levels: int | None = None,
     workers: int = 2,
+    classes: Any = None,
 ) -> Path:
     """Depatch SHF predictions tile by tile into a pyramidal mask TIFF (never a full-size canvas).
 
@@ -564,6 +566,10 @@ def write_slide_mask(
         mpp: microns per pixel of level 0; overrides ``like``'s.
         levels: number of pyramid levels; ``None``: down to one tile.
         workers: threads rendering and encoding.
+        classes: the names (optionally colours) of the label values, e.g. ``{0: "background", 1:
+            "tumour"}`` or ``["background", "tumour"]`` (see :func:`~monai_shf.slide.classes.normalize_classes`),
+            recorded in the file's ImageDescription (:mod:`monai_shf.slide.classes`), where
+            :func:`~monai_shf.slide.mask_to_geojson` finds them; ``None``: no record. Label masks only.
 
     Level 0 equals the in-memory path: ``deserialize(pred, forest, mode="linear", argmax=True)`` for
     scores (computed in the dtype of ``pred``: float64 tokens give bit-identical argmax, float32 ones
@@ -579,6 +585,9 @@ def write_slide_mask(
     """
     path = check_output_path(path, "path")
     check_not_input(path, like, "path")
+    record = None if classes is None else class_record(classes)
+    if record is not None and probabilities:
+        raise ValueError("classes names label values: a probabilities=True mask holds none.")
     if not isinstance(forest, Forest):
         raise TypeError(f"forest must be a monai_shf.forest.Forest, got {type(forest).__name__}.")
     if forest.spatial_dims != 2:
@@ -615,6 +624,6 @@ def write_slide_mask(
             compression="deflate",
             photometric="minisblack",
             mpp=mpp,
-            description=f"monai_shf mask: {kind}, {n} leaves, patch {p}",
+            description=f"monai_shf mask: {kind}, {n} leaves, patch {p}" + ("" if record is None else "\n" + record),
             workers=workers,
         )

@@ -11,6 +11,7 @@ import tifffile
 from monai_shf.cli import main
 from monai_shf.data import make_slide
 from monai_shf.data import synthetic_slides as synthetic_module
+from monai_shf.slide.classes import read_class_record
 from monai_shf.slide.writer import level_sample_index
 
 HAS_IHC = synthetic_module.find_ihc2d() is not None
@@ -43,6 +44,12 @@ def test_slide_layout(slide_pair):
                 assert page.compression == compression
             x_res = page.tags["XResolution"].value
             assert x_res[0] / x_res[1] == pytest.approx(1e4 / 0.5)  # pixels per cm at 0.5 um/px
+
+
+def test_label_records_its_class_names(slide_pair):
+    slide, label = slide_pair
+    assert read_class_record(label) == {v: (name, None) for v, name in enumerate(synthetic_module.SLIDE_CLASSES)}
+    assert read_class_record(slide) is None  # the RGB slide holds no labels
 
 
 def test_label_agrees_with_the_image(slide_pair):

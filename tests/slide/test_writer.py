@@ -12,6 +12,7 @@ import torch
 
 from monai_shf.forest import Forest, build_forest, deserialize
 from monai_shf.slide import level_sample_index, pyramid_shapes, write_pyramid, write_slide_mask
+from monai_shf.slide.classes import read_class_record
 
 
 def _gradient(level: int, y0: int, x0: int, h: int, w: int) -> np.ndarray:
@@ -197,6 +198,17 @@ def test_mask_opens_in_tifffile_monai_and_openslide(tmp_path, slide_forest, rng)
         assert float(osr.properties["openslide.mpp-x"]) == pytest.approx(0.25)
         region = np.asarray(osr.read_region((0, 0), 0, (1300, 1000)))[..., 0]  # grey replicated in RGB
     np.testing.assert_array_equal(region[tuple(centres.T)], expected[tuple(centres.T)])
+
+
+def test_mask_records_class_names(tmp_path, slide_forest, rng):
+    pred = _scores(slide_forest, np.float32, rng)
+    path = write_slide_mask(tmp_path / "m.tif", slide_forest, pred, tile=256, classes=["bg", "tumour", "stroma"])
+    assert read_class_record(path) == {0: ("bg", None), 1: ("tumour", None), 2: ("stroma", None)}
+    assert read_class_record(write_slide_mask(tmp_path / "n.tif", slide_forest, pred, tile=256)) is None
+    with pytest.raises(ValueError, match="probabilities"):
+        write_slide_mask(tmp_path / "p.tif", slide_forest, pred, probabilities=True, classes=["a", "b", "c"])
+    with pytest.raises(TypeError, match="classes must map"):
+        write_slide_mask(tmp_path / "p.tif", slide_forest, pred, classes="tumour")
 
 
 def test_mask_bad_input(tmp_path, slide_forest, rng):
