@@ -462,6 +462,12 @@ def _as_score(score: Any) -> np.ndarray:
     return s
 
 
+def _on_accelerator(x: Any) -> bool:
+    """True for a tensor on a device other than the CPU (and not a data-less 'meta' tensor)."""
+    device = getattr(x, "device", None)
+    return getattr(device, "type", "cpu") not in ("cpu", "meta") and hasattr(x, "detach")
+
+
 def build_forest(score: Any, spec: ForestSpec | Mapping[str, Any] | int | None = None, **options: Any) -> Forest:
     """Build the hierarchical forest of ``score`` with exactly ``spec.length`` tokens.
 
@@ -481,6 +487,10 @@ def build_forest(score: Any, spec: ForestSpec | Mapping[str, Any] | int | None =
     Returns:
         the :class:`Forest`, leaves in Z-order.
     """
+    if _on_accelerator(score):  # a CUDA (or other device) tensor: the torch build, on its device
+        from .torch_forest import build_forest_torch
+
+        return build_forest_torch(score, spec, **options)
     spec = ForestSpec.create(spec, **options)
     s = _as_score(score)
     length, min_size, fill, criterion = spec.length, spec.min_size, spec.fill, spec.criterion
