@@ -37,6 +37,7 @@ __all__ = ["build_forests", "build_forest_torch"]
 
 # int dtypes for the pyramid's integer sums, smallest first (sums are exact in any of them)
 _INT_DTYPES = ((torch.uint8, 255), (torch.int16, 2**15 - 1), (torch.int32, 2**31 - 1))
+_WIDE_UNSIGNED = tuple(getattr(torch, name) for name in ("uint16", "uint32", "uint64") if hasattr(torch, name))
 
 
 def _sum_dtype(max_value: float, floating: bool) -> torch.dtype:
@@ -63,6 +64,8 @@ def _as_scores(scores: Any) -> torch.Tensor:
         raise TypeError(f"scores must have a bool, integer or float dtype, got {x.dtype}.")
     if x.dtype == torch.bool:
         return x.view(torch.uint8)
+    if x.dtype in _WIDE_UNSIGNED:  # torch compares and reduces these only as signed integers
+        x = x.to(torch.int32 if x.dtype == torch.uint16 else torch.int64)
     if x.is_floating_point():
         x = x.to(torch.float64)
         if not bool(torch.isfinite(x).all()):

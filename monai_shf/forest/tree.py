@@ -475,7 +475,9 @@ def build_forest(score: Any, spec: ForestSpec | Mapping[str, Any] | int | None =
         score: spatial ``(H, W)`` or ``(H, W, D)`` non-negative array or tensor, typically the
             :func:`~monai_shf.forest.soft_edge_map` of the image (uint8, 255 per full edge pixel: the
             transforms' default) or its :func:`~monai_shf.forest.edge_map` (bool Canny edges, the
-            paper's: a node's score is its edge-pixel count). Not modified.
+            paper's: a node's score is its edge-pixel count). Not modified. A tensor on a CUDA (or
+            other) device is built there (:func:`~monai_shf.forest.torch_forest.build_forests`, the same
+            forest).
         spec: the :class:`~monai_shf.forest.ForestSpec` (or a mapping of its options, or the length ``L``
             alone). Used here: ``length``, ``min_size`` (must not exceed every side of the image),
             ``fill``, ``criterion`` (``"error"``: the depatching error a split removes,
