@@ -51,6 +51,7 @@ import torch
 
 from monai_shf.validation import check_array, check_choice, check_int, to_numpy
 
+from . import device as _device
 from .spec import CHANNEL_REDUCTIONS, EDGE_METHODS, EdgeSpec, check_edge_args
 
 __all__ = [
@@ -578,7 +579,7 @@ def soft_edge_map(
     """
     check_array(image, "image", ndims=(3, 4))
     check_edge_args(kernel_size, thresholds)
-    if isinstance(image, torch.Tensor) and image.device.type != "cpu":  # stays on its device: the torch path
+    if _device.on_accelerator(image):  # stays on its device: the torch path
         from .torch_edges import soft_edge_map_torch
 
         return soft_edge_map_torch(image, kernel_size, thresholds, channel_reduction)

@@ -61,6 +61,7 @@ import numpy as np
 
 from monai_shf.validation import check_array, check_int, to_numpy
 
+from . import device as _device
 from .edges import score_map
 from .spec import ForestSpec
 
@@ -462,12 +463,6 @@ def _as_score(score: Any) -> np.ndarray:
     return s
 
 
-def _on_accelerator(x: Any) -> bool:
-    """True for a tensor on a device other than the CPU (and not a data-less 'meta' tensor)."""
-    device = getattr(x, "device", None)
-    return getattr(device, "type", "cpu") not in ("cpu", "meta") and hasattr(x, "detach")
-
-
 def build_forest(score: Any, spec: ForestSpec | Mapping[str, Any] | int | None = None, **options: Any) -> Forest:
     """Build the hierarchical forest of ``score`` with exactly ``spec.length`` tokens.
 
@@ -489,7 +484,7 @@ def build_forest(score: Any, spec: ForestSpec | Mapping[str, Any] | int | None =
     Returns:
         the :class:`Forest`, leaves in Z-order.
     """
-    if _on_accelerator(score):  # a CUDA (or other device) tensor: the torch build, on its device
+    if _device.on_accelerator(score):  # a CUDA (or other device) tensor: the torch build, on its device
         from .torch_forest import build_forest_torch
 
         return build_forest_torch(score, spec, **options)
@@ -531,11 +526,14 @@ def edge_forest(
     :func:`build_forest` with ``spec`` (plus ``options``, flat names).
 
     ``score`` may be ``(*spatial)`` or ``(1, *spatial)``; when given, no edges are computed. A device tensor
-    is copied to the host once for OpenCV, and its edges go straight into the build.
+    is copied to the host once for OpenCV's Canny, and its edges go straight into the build (soft edges
+    of a device tensor are computed on the device, and the forest built there).
     """
     spec = ForestSpec.create(spec, **options)
     if score is None:
-        host = to_numpy(image) if hasattr(image, "detach") else image
+        # soft edges of a device tensor are computed on the device; OpenCV/ITK's Canny needs the host
+        keep = _device.on_accelerator(image) and spec.edges.edge_kind == "soft"
+        host = image if keep else to_numpy(image) if hasattr(image, "detach") else image
         score = score_map(host, spec.edges)
     elif score.ndim == image.ndim:
         if score.shape[0] != 1:
