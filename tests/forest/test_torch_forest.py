@@ -24,11 +24,19 @@ SHAPES = [
     (2, 9, 30),
 ]
 LENGTHS = [1, 7, 16, 50, 200]
-SCORES = ["uint8", "bool", "float", "sparse"]
+SCORES = ["uint8", "bool", "float", "sparse", "soft", "canny"]
 
 
 def _score(kind: str, shape: tuple[int, ...], seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
+    if kind in ("soft", "canny"):  # the two edge maps of a smooth random image (blobs)
+        import cv2 as cv
+
+        noise = rng.random(shape).astype(np.float32)
+        image = cv.GaussianBlur(noise.reshape(shape[0], -1), (0, 0), 2.0).reshape(shape)[None]
+        if kind == "soft":
+            return soft_edge_map(image)
+        return edge_map(image, edge_method="slicewise")
     if kind == "uint8":  # dense soft-edge-like values, many ties
         return rng.integers(0, 256, shape).astype(np.uint8)
     if kind == "bool":  # Canny-like binary edges
