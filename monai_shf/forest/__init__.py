@@ -23,6 +23,8 @@ from .spec import (
     ForestSpec,
     check_edge_args,
 )
+from .torch_edges import soft_edge_maps
+from .torch_forest import build_forests
 from .tree import Forest, build_forest, edge_forest
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "ForestSpec",
     "EdgeSpec",
     "build_forest",
+    "build_forests",
     "edge_forest",
     "serialize",
     "deserialize",
@@ -39,6 +42,7 @@ __all__ = [
     "score_map",
     "edge_map",
     "soft_edge_map",
+    "soft_edge_maps",
     "soft_edge_bands",
     "canny_bands",
     "to_uint8",

@@ -51,6 +51,7 @@ import torch
 
 from monai_shf.validation import check_array, check_choice, check_int, to_numpy
 
+from . import device as _device
 from .spec import CHANNEL_REDUCTIONS, EDGE_METHODS, EdgeSpec, check_edge_args
 
 __all__ = [
@@ -591,11 +592,16 @@ def soft_edge_map(
 
     Returns:
         ``(H, W)`` / ``(H, W, D)`` uint8 map (255: one full edge pixel), numpy for numpy input, a
-        tensor on the input's device for tensor input. Peak extra memory: the output (1 byte per
-        pixel) plus band buffers.
+        tensor on the input's device for tensor input (a device tensor is computed there by
+        :func:`~monai_shf.forest.torch_edges.soft_edge_maps`, equal up to one grey level at rare pixels).
+        Peak extra memory: the output (1 byte per pixel) plus band buffers.
     """
     check_array(image, "image", ndims=(3, 4))
     check_edge_args(kernel_size, thresholds)
+    if _device.on_accelerator(image):  # stays on its device: the torch path
+        from .torch_edges import soft_edge_map_torch
+
+        return soft_edge_map_torch(image, kernel_size, thresholds, channel_reduction)
     x = to_numpy(image)
     plane = max(1, math.prod(x.shape[2:]))
     # about 1 Mpx per band, but several halos deep (3D planes are wide: 4 slices of 512 x 512 would be

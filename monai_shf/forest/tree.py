@@ -61,6 +61,7 @@ import numpy as np
 
 from monai_shf.validation import check_array, check_int, to_numpy
 
+from . import device as _device
 from .edges import score_map
 from .spec import ForestSpec
 
@@ -469,7 +470,9 @@ def build_forest(score: Any, spec: ForestSpec | Mapping[str, Any] | int | None =
         score: spatial ``(H, W)`` or ``(H, W, D)`` non-negative array or tensor, typically the
             :func:`~monai_shf.forest.soft_edge_map` of the image (uint8, 255 per full edge pixel: the
             transforms' default) or its :func:`~monai_shf.forest.edge_map` (bool Canny edges, the
-            paper's: a node's score is its edge-pixel count). Not modified.
+            paper's: a node's score is its edge-pixel count). Not modified. A tensor on a CUDA (or
+            other) device is built there (:func:`~monai_shf.forest.torch_forest.build_forests`, the same
+            forest).
         spec: the :class:`~monai_shf.forest.ForestSpec` (or a mapping of its options, or the length ``L``
             alone). Used here: ``length``, ``min_size`` (must not exceed every side of the image),
             ``fill``, ``criterion`` (``"error"``: the depatching error a split removes,
@@ -481,6 +484,10 @@ def build_forest(score: Any, spec: ForestSpec | Mapping[str, Any] | int | None =
     Returns:
         the :class:`Forest`, leaves in Z-order.
     """
+    if _device.on_accelerator(score):  # a CUDA (or other device) tensor: the torch build, on its device
+        from .torch_forest import build_forest_torch
+
+        return build_forest_torch(score, spec, **options)
     spec = ForestSpec.create(spec, **options)
     s = _as_score(score)
     length, min_size, fill, criterion = spec.length, spec.min_size, spec.fill, spec.criterion
@@ -519,11 +526,14 @@ def edge_forest(
     :func:`build_forest` with ``spec`` (plus ``options``, flat names).
 
     ``score`` may be ``(*spatial)`` or ``(1, *spatial)``; when given, no edges are computed. A device tensor
-    is copied to the host once for OpenCV, and its edges go straight into the build.
+    is copied to the host once for OpenCV's Canny, and its edges go straight into the build (soft edges
+    of a device tensor are computed on the device, and the forest built there).
     """
     spec = ForestSpec.create(spec, **options)
     if score is None:
-        host = to_numpy(image) if hasattr(image, "detach") else image
+        # soft edges of a device tensor are computed on the device; OpenCV/ITK's Canny needs the host
+        keep = _device.on_accelerator(image) and spec.edges.edge_kind == "soft"
+        host = image if keep else to_numpy(image) if hasattr(image, "detach") else image
         score = score_map(host, spec.edges)
     elif score.ndim == image.ndim:
         if score.shape[0] != 1:
