@@ -1,0 +1,304 @@
+"""Chunk-by-chunk multiscale OME-Zarr (NGFF 0.4) writing: :func:`write_multiscale` (the one writer of
+the package) and :func:`write_volume_mask` (depatching SHF predictions straight into a label image).
+
+Store layout: a zarr v2 group with ``multiscales`` metadata (axes ``z, y, x`` of type ``"space"``, or
+``c, z, y, x``), datasets ``"0"``, ``"1"``, ... (2x floor halving down to the first level whose longest
+side fits one chunk), each with a ``scale`` transformation of its voxel size; label images add
+``image-label`` metadata (``ome_zarr.reader`` and napari then read them as labels). Level 0 is rendered by a
+``render(start, size)`` callback, chunk by chunk; level ``k`` is computed from level ``k - 1`` chunk by
+chunk (``"nearest"``: every second voxel, so no class is blended or invented; ``"mean"``: 2x block means).
+
+Atomicity: the store is written under a temporary name in the output folder and renamed into place at
+the end; a failure at any point leaves no partial store (and an existing store at ``out`` untouched).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from monai_shf.forest import Forest, resample_matrix
+from monai_shf.validation import check_array, check_choice, check_finite, check_int, to_numpy
+
+from .reader import _zarr, open_volume
+
+__all__ = ["write_multiscale", "write_volume_mask", "multiscale_shapes"]
+
+Render = Callable[[tuple[int, int, int], tuple[int, int, int]], np.ndarray]
+
+
+def multiscale_shapes(shape: Sequence[int], chunk: int, levels: int | None = None) -> list[tuple[int, int, int]]:
+    """Level shapes of a 2x (floor) pyramid, down to the first level whose longest side is ``<= chunk``."""
+    shapes = [tuple(int(s) for s in shape)]
+    while (levels is None and max(shapes[-1]) > chunk) or (levels is not None and len(shapes) < levels):
+        nxt = tuple(s // 2 for s in shapes[-1])
+        if min(nxt) < 1:
+            break
+        shapes.append(nxt)
+    return shapes
+
+
+def _blocks(shape: Sequence[int], chunk: Sequence[int]) -> itertools.product:
+    return itertools.product(*(range(0, s, c) for s, c in zip(shape, chunk)))
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Move the finished store ``tmp`` to ``out`` (an existing ``out`` is replaced only now)."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_multiscale(
+    out: str | os.PathLike,
+    shape: Sequence[int],
+    render: Render,
+    dtype: Any,
+    channels: int | None = None,
+    chunk: int = 64,
+    levels: int | None = None,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    downsample: str = "mean",
+    label: dict[str, Any] | None = None,
+    name: str | None = None,
+) -> Path:
+    """Write a multiscale OME-Zarr image, level 0 chunk by chunk from ``render``.
+
+    Args:
+        out: the store path (a folder; its parent must exist). Written atomically.
+        shape: level-0 ``(D, H, W)``.
+        render: ``render((z, y, x), (d, h, w)) -> (d, h, w)`` (or ``(C, d, h, w)`` with ``channels``) array.
+        dtype: voxel dtype.
+        channels: ``None`` for ``z, y, x`` axes, else the number of channels of a ``c, z, y, x`` image.
+        chunk: cubic chunk side.
+        levels: number of levels (``None``: down to one chunk).
+        spacing: level-0 voxel size (micrometres), finite and ``> 0``.
+        downsample: ``"mean"`` (images) or ``"nearest"`` (labels).
+        label: ``image-label`` metadata (e.g. ``{"colors": [...]}``) to mark the image a label image.
+        name: the multiscale's name.
+
+    Returns:
+        ``out`` as a :class:`pathlib.Path`.
+
+    Memory: one chunk of the level being written plus the ``2**3`` chunks of the level above it.
+    """
+    zarr = _zarr()
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise ValueError(f"out: the folder of {out} does not exist.")
+    shape = tuple(check_int(s, "shape", 1) for s in shape)
+    chunk = check_int(chunk, "chunk", 1)
+    downsample = check_choice(downsample, "downsample", ("mean", "nearest"))
+    spacing = tuple(float(s) for s in spacing)
+    if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
+        raise ValueError(f"spacing must be three finite voxel sizes > 0, got {spacing}.")
+    dtype = np.dtype(dtype)
+    shapes = multiscale_shapes(shape, chunk, levels)
+    lead = () if channels is None else (check_int(channels, "channels", 1),)
+    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        group = zarr.open_group(str(tmp), mode="w")
+        arrays = [
+            group.create_dataset(
+                str(k), shape=lead + s, chunks=lead + (chunk,) * 3, dtype=dtype, write_empty_chunks=False
+            )
+            for k, s in enumerate(shapes)
+        ]
+        for start in _blocks(shape, (chunk,) * 3):
+            size = tuple(min(chunk, s - a) for a, s in zip(start, shape))
+            block = np.asarray(render(start, size)).astype(dtype, copy=False)
+            if block.shape != lead + size:
+                raise ValueError(f"render returned shape {block.shape} for a block of {lead + size}.")
+            arrays[0][(Ellipsis,) + tuple(slice(a, a + b) for a, b in zip(start, size))] = block
+        for k in range(1, len(shapes)):
+            src, dst = arrays[k - 1], arrays[k]
+            for start in _blocks(shapes[k], (chunk,) * 3):
+                size = tuple(min(chunk, s - a) for a, s in zip(start, shapes[k]))
+                region = src[(Ellipsis,) + tuple(slice(2 * a, 2 * (a + b)) for a, b in zip(start, size))]
+                if downsample == "nearest":
+                    block = region[(Ellipsis,) + (slice(None, None, 2),) * 3]
+                else:
+                    c = region.shape[:-3]
+                    block = region.reshape(c + (size[0], 2, size[1], 2, size[2], 2)).mean(axis=(-5, -3, -1))
+                    if dtype.kind in "biu":
+                        block = np.rint(block)
+                dst[(Ellipsis,) + tuple(slice(a, a + b) for a, b in zip(start, size))] = block.astype(dtype)
+        axes = ([{"name": "c", "type": "channel"}] if lead else []) + [
+            {"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"
+        ]
+        datasets = [
+            {
+                "path": str(k),
+                "coordinateTransformations": [
+                    {"type": "scale", "scale": ([1.0] if lead else []) + [sp * 2**k for sp in spacing]}
+                ],
+            }
+            for k in range(len(shapes))
+        ]
+        from ome_zarr.writer import write_multiscales_metadata
+
+        write_multiscales_metadata(group, datasets, axes=axes, name=name or out.name.split(".")[0])
+        if label is not None:
+            group.attrs["image-label"] = {"version": "0.4", **label}
+        _replace_dir(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _argmax0(values: np.ndarray) -> np.ndarray:
+    best = values[0].copy()
+    out = np.zeros(values.shape[1:], np.uint8)
+    for c in range(1, values.shape[0]):
+        better = values[c] > best
+        out[better] = c
+        np.maximum(best, values[c], out=best)
+    return out
+
+
+class _MaskRenderer:
+    """Renders level-0 blocks of the depatched mask from the leaves intersecting them: constant leaves
+    (one argmax class over the whole token) by a fill, others by linear resampling (``deserialize``'s
+    ``"linear"`` matrices) of their scores and an argmax, or nearest indices for integer labels."""
+
+    def __init__(self, forest: Forest, values: np.ndarray, kind: str):
+        self.forest, self.values, self.kind = forest, values, kind
+        n = forest.num_leaves
+        self.patch = values.shape[-1]
+        flat = values.reshape(n, -1) if kind == "labels" else _argmax0(values.reshape(values.shape[0], n, -1))
+        self.leaf_class = np.where(flat.min(1) == flat.max(1), flat[:, 0].astype(np.int16), -1)
+        self.starts, self.ends = forest.starts, forest.ends
+        self.cache: dict[tuple[int, int], np.ndarray] = {}
+
+    def _rows(self, size: int) -> np.ndarray:
+        rows = self.cache.get(size)
+        if rows is None:
+            if self.kind == "labels":
+                from monai_shf.forest import nearest_index
+
+                rows = nearest_index(size, self.patch)
+            else:
+                rows = resample_matrix(self.patch, size, "linear").numpy().astype(self.values.dtype)
+            self.cache[size] = rows
+        return rows
+
+    def __call__(self, start: tuple[int, int, int], size: tuple[int, int, int]) -> np.ndarray:
+        a, b = np.asarray(start), np.asarray(start) + np.asarray(size)
+        hit = np.flatnonzero(((self.starts < b) & (self.ends > a)).all(axis=1))
+        out = np.empty(size, np.uint8)
+        for i in hit.tolist():
+            lo = np.maximum(self.starts[i], a)
+            hi = np.minimum(self.ends[i], b)
+            dst = tuple(slice(int(u - v), int(w - v)) for u, w, v in zip(lo, hi, a))
+            if self.leaf_class[i] >= 0:
+                out[dst] = self.leaf_class[i]
+                continue
+            off = lo - self.starts[i]
+            rows = [
+                self._rows(int(self.forest.sizes[i, ax]))[int(off[ax]) : int(off[ax] + hi[ax] - lo[ax])]
+                for ax in range(3)
+            ]
+            if self.kind == "labels":
+                out[dst] = self.values[i][np.ix_(*rows)]
+            else:
+                vals = np.einsum("kabc,za,yb,xc->kzyx", self.values[:, i], *rows, optimize=True)
+                out[dst] = _argmax0(vals)
+        return out
+
+
+def write_volume_mask(
+    out: str | os.PathLike,
+    forest: Forest,
+    pred: Any,
+    like: Any = None,
+    chunk: int = 64,
+    spacing: Sequence[float] | None = None,
+    levels: int | None = None,
+    name: str | None = None,
+) -> Path:
+    """Depatch SHF predictions chunk by chunk into a multiscale NGFF label image (never a full-size array).
+
+    Args:
+        out: output store (a folder, e.g. ``mask.zarr``; its parent must exist). Written atomically.
+        forest: the volume's forest in level-0 voxels (3D).
+        pred: ``(K >= 2, L, p, p, p)`` float scores written as their argmax, or ``(1, L, p, p, p)`` integer
+            labels in ``[0, 255]``; numpy or torch. Padding tokens are ignored.
+        like: the source volume (a :class:`~monai_shf.volume.Volume` or store path): its level-0 shape must
+            equal the forest's; its spacing is copied.
+        chunk: cubic chunk side of the mask.
+        spacing: level-0 voxel size; overrides ``like``'s.
+        levels: pyramid levels (``None``: down to one chunk), by nearest downsampling.
+        name: the label image's name.
+
+    Level 0 equals ``deserialize(pred, forest, mode="linear", argmax=True)`` for scores (up to float
+    rounding on exact near-ties) and ``deserialize(pred, forest, mode="nearest")`` for labels.
+
+    Returns:
+        ``out`` as a :class:`pathlib.Path`: a uint8 ``z, y, x`` label image.
+    """
+    if not isinstance(forest, Forest):
+        raise TypeError(f"forest must be a monai_shf.forest.Forest, got {type(forest).__name__}.")
+    if forest.spatial_dims != 3:
+        raise ValueError(f"write_volume_mask needs a 3D forest, got spatial_shape {forest.spatial_shape}.")
+    check_array(pred, "pred", ndims=(5,), finite=False)
+    values = to_numpy(pred)
+    k, length, p = values.shape[0], values.shape[1], values.shape[2]
+    if length != forest.length or values.shape[3:] != (p, p):
+        raise ValueError(
+            f"pred must be (K, L={forest.length}, p, p, p) for this forest, got shape {tuple(values.shape)}."
+        )
+    if like is not None:
+        volume = open_volume(like)
+        if tuple(volume.shape) != forest.spatial_shape:
+            raise ValueError(
+                f"like ({volume.path}) has level-0 shape {volume.shape} but the forest covers "
+                f"{forest.spatial_shape}: the mask must have the image's shape."
+            )
+        spacing = volume.spacing if spacing is None else spacing
+    n = forest.num_leaves
+    values = values[:, :n]
+    if values.dtype.kind in "biu":
+        if k != 1:
+            raise ValueError(f"integer pred must be (1, L, p, p, p) class labels, got {k} channels.")
+        if values.size and (int(values.min()) < 0 or int(values.max()) > 255):
+            raise ValueError(f"label pred must lie in [0, 255] (uint8 mask), got {values.min()}..{values.max()}.")
+        kind, values = "labels", values[0].astype(np.uint8)
+        num_labels = int(values.max()) + 1 if values.size else 1
+    else:
+        if k < 2 or k > 256:
+            raise ValueError(f"float pred must be (K, L, p, p, p) class scores with 2 <= K <= 256, got K={k}.")
+        kind = "scores"
+        values = values.astype(np.float64 if values.dtype == np.float64 else np.float32, copy=False)
+        check_finite(values, "pred")
+        num_labels = k
+    renderer = _MaskRenderer(forest, values, kind)
+    label = {"properties": [{"label-value": v} for v in range(num_labels)]}
+    return write_multiscale(
+        out,
+        forest.spatial_shape,
+        renderer,
+        np.uint8,
+        chunk=chunk,
+        levels=levels,
+        spacing=(1.0, 1.0, 1.0) if spacing is None else spacing,
+        downsample="nearest",
+        label=label,
+        name=name,
+    )
