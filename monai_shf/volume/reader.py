@@ -61,6 +61,7 @@ class Volume:
         num_channels: channels (1 when the store has no channel axis).
         dtype: numpy dtype of the voxels.
         axes: the store's NGFF axes (dicts), as written.
+        unit: the first space axis's ``unit`` (e.g. ``"micrometer"``, ``"millimeter"``), ``None`` when unnamed.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -92,6 +93,8 @@ class Volume:
             self._arrays.append(arr)
             scales.append(self._scale(ds, i))
         self._spatial = spatial
+        unit = self.axes[spatial[0]].get("unit")
+        self.unit = unit if isinstance(unit, str) else None
         self.level_shapes = tuple(tuple(int(a.shape[s]) for s in spatial) for a in self._arrays)
         self.num_channels = 1 if self._channel_axis is None else int(self._arrays[0].shape[self._channel_axis])
         self.dtype = np.dtype(self._arrays[0].dtype)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from monai_shf.forest import Forest, resample_matrix
-from monai_shf.validation import check_array, check_choice, check_finite, check_int, to_numpy
+from monai_shf.validation import check_array, check_choice, check_finite, check_int, check_not_input, to_numpy
 
 from .reader import _zarr, open_volume
 
@@ -77,6 +77,7 @@ def write_multiscale(
     downsample: str = "mean",
     label: dict[str, Any] | None = None,
     name: str | None = None,
+    unit: str = "micrometer",
 ) -> Path:
     """Write a multiscale OME-Zarr image, level 0 chunk by chunk from ``render``.
 
@@ -92,6 +93,7 @@ def write_multiscale(
         downsample: ``"mean"`` (images) or ``"nearest"`` (labels).
         label: ``image-label`` metadata (e.g. ``{"colors": [...]}``) to mark the image a label image.
         name: the multiscale's name.
+        unit: NGFF space unit of ``spacing`` (``"micrometer"``, ``"millimeter"``, ...).
 
     Returns:
         ``out`` as a :class:`pathlib.Path`.
@@ -140,7 +142,7 @@ def write_multiscale(
                         block = np.rint(block)
                 dst[(Ellipsis,) + tuple(slice(a, a + b) for a, b in zip(start, size))] = block.astype(dtype)
         axes = ([{"name": "c", "type": "channel"}] if lead else []) + [
-            {"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"
+            {"name": n, "type": "space", "unit": unit} for n in "zyx"
         ]
         datasets = [
             {
@@ -232,6 +234,7 @@ def write_volume_mask(
     spacing: Sequence[float] | None = None,
     levels: int | None = None,
     name: str | None = None,
+    unit: str = "micrometer",
 ) -> Path:
     """Depatch SHF predictions chunk by chunk into a multiscale NGFF label image (never a full-size array).
 
@@ -246,6 +249,7 @@ def write_volume_mask(
         spacing: level-0 voxel size; overrides ``like``'s.
         levels: pyramid levels (``None``: down to one chunk), by nearest downsampling.
         name: the label image's name.
+        unit: space unit of ``spacing`` (``like``'s when it names one).
 
     Level 0 equals ``deserialize(pred, forest, mode="linear", argmax=True)`` for scores (up to float
     rounding on exact near-ties) and ``deserialize(pred, forest, mode="nearest")`` for labels.
@@ -271,7 +275,9 @@ def write_volume_mask(
                 f"like ({volume.path}) has level-0 shape {volume.shape} but the forest covers "
                 f"{forest.spatial_shape}: the mask must have the image's shape."
             )
+        check_not_input(out, [volume.path], "out")
         spacing = volume.spacing if spacing is None else spacing
+        unit = volume.unit or unit
     n = forest.num_leaves
     values = values[:, :n]
     if values.dtype.kind in "biu":
@@ -301,4 +307,5 @@ def write_volume_mask(
         downsample="nearest",
         label=label,
         name=name,
+        unit=unit,
     )
