@@ -164,6 +164,35 @@ def _make_slide(args: argparse.Namespace) -> int:
     return 0
 
 
+def _make_volume_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out", type=Path, help="the OME-Zarr image store (a folder, e.g. brain.zarr)")
+    p.add_argument("--size", type=int, nargs="+", required=True, help="level-0 side N, or D H W")
+    p.add_argument("--label-out", type=Path, default=None, help="default: <out stem>_label.zarr")
+    p.add_argument("--no-label", action="store_true", help="write the image only")
+    p.add_argument("--tile", type=int, default=256, help="longest side of one copy of the brain, in voxels")
+    p.add_argument("--chunk", type=int, default=128)
+    p.add_argument("--dtype", choices=("uint16", "float32"), default="uint16")
+    p.add_argument("--data-root", type=Path, default=None, help="real-data root (default: $MONAI_SHF_DATA)")
+
+
+def _make_volume(args: argparse.Namespace) -> int:
+    from monai_shf.data import make_volume
+    from monai_shf.utils import peak_rss_bytes
+
+    size = args.size[0] if len(args.size) == 1 else tuple(args.size)
+    start = time.perf_counter()
+    label_out = False if args.no_label else args.label_out
+    image, label = make_volume(
+        args.out, size, tile=args.tile, chunk=args.chunk, label_out=label_out, dtype=args.dtype, root=args.data_root
+    )
+    seconds = time.perf_counter() - start
+    print(f"volume {image}")
+    if label is not None:
+        print(f"label  {label}")
+    print(f"time   {seconds:.1f} s, peak memory {peak_rss_bytes() / 2**30:.2f} GiB")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 # figure, segment-slide
 
@@ -271,6 +300,12 @@ COMMANDS: tuple[Command, ...] = (
     Command("datalist", "write a MONAI datalist JSON for a folder layout", _datalist_arguments, _datalist),
     Command(
         "make-slide", "write a generated pyramidal test slide and its label slide", _make_slide_arguments, _make_slide
+    ),
+    Command(
+        "make-volume",
+        "write a generated multiscale OME-Zarr volume (real MNI152 anatomy) and its label",
+        _make_volume_arguments,
+        _make_volume,
     ),
     Command("figure", "the paper's Figure 1 (forest, tokens, reconstruction, prediction)", _figure_arguments, _figure),
     Command(
