@@ -19,12 +19,13 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from monai_shf.forest import Forest, resample_matrix
+from monai_shf.forest import Forest, nearest_index, resample_matrix
 from monai_shf.validation import check_array, check_choice, check_finite, check_int, check_not_input, to_numpy
 
 from .reader import _zarr, open_volume
@@ -47,6 +48,53 @@ def multiscale_shapes(shape: Sequence[int], chunk: int, levels: int | None = Non
 
 def _blocks(shape: Sequence[int], chunk: Sequence[int]) -> itertools.product:
     return itertools.product(*(range(0, s, c) for s, c in zip(shape, chunk)))
+
+
+def _rendered(render: Callable, step: int, lead: tuple[int, ...], dtype: np.dtype, stepped: bool) -> Callable:
+    def make(start: tuple[int, ...], size: tuple[int, ...]) -> np.ndarray:
+        block = render(start, size, step) if stepped else render(start, size)
+        block = np.asarray(block).astype(dtype, copy=False)
+        if block.shape != lead + size:
+            raise ValueError(f"render returned shape {block.shape} for a block of {lead + size}.")
+        return block
+
+    return make
+
+
+def _downsampled(src: Any, downsample: str, dtype: np.dtype) -> Callable:
+    """Blocks of the next level from level array ``src``: every second voxel or 2x block means."""
+
+    def make(start: tuple[int, ...], size: tuple[int, ...]) -> np.ndarray:
+        region = src[(Ellipsis,) + tuple(slice(2 * a, 2 * (a + b)) for a, b in zip(start, size))]
+        if downsample == "nearest":
+            return region[(Ellipsis,) + (slice(None, None, 2),) * 3]
+        c = region.shape[:-3]
+        block = region.reshape(c + (size[0], 2, size[1], 2, size[2], 2)).mean(axis=(-5, -3, -1))
+        return (np.rint(block) if dtype.kind in "biu" else block).astype(dtype)
+
+    return make
+
+
+def _write_level(arr: Any, shape: Sequence[int], chunk: int, make: Callable, workers: int) -> None:
+    """Write every chunk of ``arr`` (``shape`` spatial) from ``make(start, size)``, ``workers`` at a time
+    (whole chunks per thread: no two threads touch one chunk); the first error is raised."""
+
+    def one(start: tuple[int, ...]) -> None:
+        size = tuple(min(chunk, s - a) for a, s in zip(start, shape))
+        arr[(Ellipsis,) + tuple(slice(a, a + b) for a, b in zip(start, size))] = make(start, size)
+
+    blocks = _blocks(shape, (chunk,) * 3)
+    if workers == 1:
+        for start in blocks:
+            one(start)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        while True:
+            window = list(itertools.islice(blocks, 4 * workers))  # bounded: a few chunks in flight
+            if not window:
+                return
+            for future in [pool.submit(one, start) for start in window]:
+                future.result()
 
 
 def _replace_dir(tmp: Path, out: Path) -> None:
@@ -78,6 +126,8 @@ def write_multiscale(
     label: dict[str, Any] | None = None,
     name: str | None = None,
     unit: str = "micrometer",
+    step_render: bool = False,
+    workers: int = 2,
 ) -> Path:
     """Write a multiscale OME-Zarr image, level 0 chunk by chunk from ``render``.
 
@@ -94,11 +144,15 @@ def write_multiscale(
         label: ``image-label`` metadata (e.g. ``{"colors": [...]}``) to mark the image a label image.
         name: the multiscale's name.
         unit: NGFF space unit of ``spacing`` (``"micrometer"``, ``"millimeter"``, ...).
+        step_render: with ``downsample="nearest"``: every level is rendered, not read back:
+            ``render(start, size, step)`` returns the level-0 voxels at ``(start + i) * step`` (``step = 2**k``
+            on level ``k``), which is what every-second-voxel downsampling of the level above gives.
+        workers: threads rendering, compressing and writing chunks (each thread writes whole chunks).
 
     Returns:
         ``out`` as a :class:`pathlib.Path`.
 
-    Memory: one chunk of the level being written plus the ``2**3`` chunks of the level above it.
+    Memory: per worker, one chunk of the level being written plus the ``2**3`` chunks of the level above it.
     """
     zarr = _zarr()
     out = Path(out)
@@ -114,6 +168,8 @@ def write_multiscale(
     shapes = multiscale_shapes(shape, chunk, levels)
     lead = () if channels is None else (check_int(channels, "channels", 1),)
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    stepped = bool(step_render) and downsample == "nearest"
+    workers = check_int(workers, "workers", 1)
     try:
         group = zarr.open_group(str(tmp), mode="w")
         arrays = [
@@ -122,25 +178,12 @@ def write_multiscale(
             )
             for k, s in enumerate(shapes)
         ]
-        for start in _blocks(shape, (chunk,) * 3):
-            size = tuple(min(chunk, s - a) for a, s in zip(start, shape))
-            block = np.asarray(render(start, size)).astype(dtype, copy=False)
-            if block.shape != lead + size:
-                raise ValueError(f"render returned shape {block.shape} for a block of {lead + size}.")
-            arrays[0][(Ellipsis,) + tuple(slice(a, a + b) for a, b in zip(start, size))] = block
-        for k in range(1, len(shapes)):
-            src, dst = arrays[k - 1], arrays[k]
-            for start in _blocks(shapes[k], (chunk,) * 3):
-                size = tuple(min(chunk, s - a) for a, s in zip(start, shapes[k]))
-                region = src[(Ellipsis,) + tuple(slice(2 * a, 2 * (a + b)) for a, b in zip(start, size))]
-                if downsample == "nearest":
-                    block = region[(Ellipsis,) + (slice(None, None, 2),) * 3]
-                else:
-                    c = region.shape[:-3]
-                    block = region.reshape(c + (size[0], 2, size[1], 2, size[2], 2)).mean(axis=(-5, -3, -1))
-                    if dtype.kind in "biu":
-                        block = np.rint(block)
-                dst[(Ellipsis,) + tuple(slice(a, a + b) for a, b in zip(start, size))] = block.astype(dtype)
+        for k, level_shape in enumerate(shapes):
+            if k == 0 or stepped:
+                make = _rendered(render, 2**k, lead, dtype, stepped)
+            else:
+                make = _downsampled(arrays[k - 1], downsample, dtype)
+            _write_level(arrays[k], level_shape, chunk, make, workers)
         axes = ([{"name": "c", "type": "channel"}] if lead else []) + [
             {"name": n, "type": "space", "unit": unit} for n in "zyx"
         ]
@@ -175,53 +218,104 @@ def _argmax0(values: np.ndarray) -> np.ndarray:
     return out
 
 
+def _runs(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Run-length form of a non-decreasing index array: ``(values, counts)``."""
+    cut = np.flatnonzero(np.diff(index)) + 1
+    starts = np.concatenate(([0], cut))
+    return index[starts], np.diff(np.concatenate((starts, [len(index)])))
+
+
+def _expand(table: np.ndarray, runs: list[tuple[np.ndarray, np.ndarray]], out: np.ndarray) -> None:
+    """``out = table[np.ix_(*indices)]`` for run-length ``indices``: a fill when the picked cells agree,
+    else the distinct cells picked once and repeated along each axis."""
+    small = table[np.ix_(*(v for v, _ in runs))]
+    if small.min() == small.max():
+        out[...] = small.flat[0]
+        return
+    for axis, (_, counts) in enumerate(runs):
+        small = np.repeat(small, counts, axis=axis)
+    out[...] = small
+
+
 class _MaskRenderer:
-    """Renders level-0 blocks of the depatched mask from the leaves intersecting them: constant leaves
-    (one argmax class over the whole token) by a fill, others by linear resampling (``deserialize``'s
-    ``"linear"`` matrices) of their scores and an argmax, or nearest indices for integer labels."""
+    """Renders blocks of the depatched mask (level 0, or every ``step``-th voxel of it) from the leaves
+    that intersect them, equal to ``deserialize(..., "linear", argmax=True)`` of scores or
+    ``deserialize(..., "nearest")`` of integer labels.
+
+    Scores: linear resampling weights a leaf voxel's score by at most two token nodes per axis (convex
+    weights), so where the argmax of those ``2**3`` nodes is one class, the voxel's argmax is that class
+    (a convex combination keeps every pairwise order of the classes, ties included). Per leaf, the table
+    ``cells[i]`` ``(2p - 1)**3`` holds that class, or 255 when the nodes disagree, for every node pair
+    ``g`` per axis (``g = first + last`` node); a block is filled from the table (one fill when it agrees)
+    and only the voxels of mixed cells are resampled (``einsum`` of the separable weights) and argmaxed.
+    Leaves smaller than ``p`` along an axis (area means of more than two nodes) are always resampled.
+    """
 
     def __init__(self, forest: Forest, values: np.ndarray, kind: str):
         self.forest, self.values, self.kind = forest, values, kind
         n = forest.num_leaves
-        self.patch = values.shape[-1]
-        flat = values.reshape(n, -1) if kind == "labels" else _argmax0(values.reshape(values.shape[0], n, -1))
-        self.leaf_class = np.where(flat.min(1) == flat.max(1), flat[:, 0].astype(np.int16), -1)
+        self.patch = p = values.shape[-1]
         self.starts, self.ends = forest.starts, forest.ends
-        self.cache: dict[tuple[int, int], np.ndarray] = {}
+        self.cache: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+        if kind == "labels":
+            return
+        nodes = _argmax0(values.reshape(values.shape[0], n, -1)).reshape(n, p, p, p)
+        lo, hi = nodes, nodes
+        for axis in (1, 2, 3):  # node pairs (g // 2, (g + 1) // 2) along each axis in turn
+            first = np.arange(2 * p - 1) // 2
+            last = (np.arange(2 * p - 1) + 1) // 2
+            lo = np.minimum(np.take(lo, first, axis=axis), np.take(lo, last, axis=axis))
+            hi = np.maximum(np.take(hi, first, axis=axis), np.take(hi, last, axis=axis))
+        self.cells = np.where(lo == hi, lo, 255).astype(np.uint8)
 
-    def _rows(self, size: int) -> np.ndarray:
-        rows = self.cache.get(size)
-        if rows is None:
+    def _axis(self, size: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Per leaf side: the resampling rows (``(size, p)`` weights, or nearest indices for labels) and the
+        node pair ``g`` of every row (``None`` when a row spans more than two nodes)."""
+        got = self.cache.get(size)
+        if got is None:
             if self.kind == "labels":
-                from monai_shf.forest import nearest_index
-
-                rows = nearest_index(size, self.patch)
+                got = (nearest_index(size, self.patch), None)
             else:
-                rows = resample_matrix(self.patch, size, "linear").numpy().astype(self.values.dtype)
-            self.cache[size] = rows
-        return rows
+                rows = resample_matrix(self.patch, size, "linear").numpy()
+                nz = rows > 0
+                first = nz.argmax(1)
+                last = self.patch - 1 - nz[:, ::-1].argmax(1)
+                pairs = first + last if (last - first).max() <= 1 else None
+                got = (rows.astype(self.values.dtype), pairs)
+            self.cache[size] = got
+        return got
 
-    def __call__(self, start: tuple[int, int, int], size: tuple[int, int, int]) -> np.ndarray:
-        a, b = np.asarray(start), np.asarray(start) + np.asarray(size)
-        hit = np.flatnonzero(((self.starts < b) & (self.ends > a)).all(axis=1))
+    def __call__(self, start: tuple[int, int, int], size: tuple[int, int, int], step: int = 1) -> np.ndarray:
+        a, n = np.asarray(start), np.asarray(size)
+        # block positions j hold level-0 voxels (a + j) * step; leaf i covers j in [ceil(s/step) - a, ceil(e/step) - a)
+        first = np.clip(-(-self.starts // step) - a, 0, n)
+        stop = np.clip(-(-self.ends // step) - a, 0, n)
+        hit = np.flatnonzero((stop > first).all(axis=1))
         out = np.empty(size, np.uint8)
         for i in hit.tolist():
-            lo = np.maximum(self.starts[i], a)
-            hi = np.minimum(self.ends[i], b)
-            dst = tuple(slice(int(u - v), int(w - v)) for u, w, v in zip(lo, hi, a))
-            if self.leaf_class[i] >= 0:
-                out[dst] = self.leaf_class[i]
-                continue
-            off = lo - self.starts[i]
-            rows = [
-                self._rows(int(self.forest.sizes[i, ax]))[int(off[ax]) : int(off[ax] + hi[ax] - lo[ax])]
-                for ax in range(3)
-            ]
+            j0, j1 = first[i], stop[i]
+            dst = out[tuple(slice(int(u), int(w)) for u, w in zip(j0, j1))]
+            # leaf-local level-0 coordinates of the block positions, per axis
+            local = [(a[ax] + np.arange(j0[ax], j1[ax])) * step - self.starts[i, ax] for ax in range(3)]
+            axes = [self._axis(int(self.forest.sizes[i, ax])) for ax in range(3)]
             if self.kind == "labels":
-                out[dst] = self.values[i][np.ix_(*rows)]
-            else:
-                vals = np.einsum("kabc,za,yb,xc->kzyx", self.values[:, i], *rows, optimize=True)
-                out[dst] = _argmax0(vals)
+                _expand(self.values[i], [_runs(rows[loc]) for (rows, _), loc in zip(axes, local)], dst)
+                continue
+            if all(pairs is not None for _, pairs in axes):
+                _expand(self.cells[i], [_runs(pairs[loc]) for (_, pairs), loc in zip(axes, local)], dst)
+                mixed = dst == 255
+                if not mixed.any():
+                    continue
+                # resample only the bounding box of the mixed voxels
+                box = tuple(np.flatnonzero(mixed.any(axis=tuple(k for k in range(3) if k != ax))) for ax in range(3))
+                box = tuple(slice(int(b[0]), int(b[-1]) + 1) for b in box)
+                rows = [r[loc[sl]] for (r, _), loc, sl in zip(axes, local, box)]
+                labels = _argmax0(np.einsum("kabc,za,yb,xc->kzyx", self.values[:, i], *rows, optimize=True))
+                sub = dst[box]
+                np.copyto(sub, labels, where=mixed[box])
+                continue
+            rows = [r[loc] for (r, _), loc in zip(axes, local)]
+            dst[...] = _argmax0(np.einsum("kabc,za,yb,xc->kzyx", self.values[:, i], *rows, optimize=True))
         return out
 
 
@@ -235,6 +329,7 @@ def write_volume_mask(
     levels: int | None = None,
     name: str | None = None,
     unit: str = "micrometer",
+    workers: int = 2,
 ) -> Path:
     """Depatch SHF predictions chunk by chunk into a multiscale NGFF label image (never a full-size array).
 
@@ -247,9 +342,11 @@ def write_volume_mask(
             equal the forest's; its spacing is copied.
         chunk: cubic chunk side of the mask.
         spacing: level-0 voxel size; overrides ``like``'s.
-        levels: pyramid levels (``None``: down to one chunk), by nearest downsampling.
+        levels: pyramid levels (``None``: down to one chunk), by nearest downsampling (every level is
+            rendered from the tokens at its own voxels, never read back).
         name: the label image's name.
         unit: space unit of ``spacing`` (``like``'s when it names one).
+        workers: threads rendering and writing chunks.
 
     Level 0 equals ``deserialize(pred, forest, mode="linear", argmax=True)`` for scores (up to float
     rounding on exact near-ties) and ``deserialize(pred, forest, mode="nearest")`` for labels.
@@ -308,4 +405,6 @@ def write_volume_mask(
         label=label,
         name=name,
         unit=unit,
+        step_render=True,
+        workers=workers,
     )

@@ -73,3 +73,48 @@ def test_failure_mid_write_leaves_old_store(case, tmp_path):
             write_volume_mask(tmp_path / "m.zarr", forest, -pred, chunk=16)
     np.testing.assert_array_equal(open_volume(out).read(0, (0, 0, 0), (48, 48, 48)), before)
     assert [p.name for p in tmp_path.iterdir()] == ["m.zarr"]
+
+
+def _smooth_scores(forest, p: int, k: int = 3) -> np.ndarray:
+    """Scores that vary smoothly with the token node's level-0 position: most node boxes agree on the
+    argmax, class borders cross some leaves (the renderer's fill and resampling paths both run)."""
+    pos = []
+    for a in range(3):
+        t = (np.arange(p) + 0.5) / p
+        pos.append(forest.starts[:, a, None] + t[None] * forest.sizes[:, a, None])  # (N, p)
+    z, y, x = pos[0][:, :, None, None], pos[1][:, None, :, None], pos[2][:, None, None, :]
+    base = [np.sin(z / 9.0) + np.cos(y / 7.0), np.cos(x / 8.0) - np.sin(z / 11.0), 0.3 * np.sin((x + y) / 6.0)]
+    pred = np.zeros((k, forest.length, p, p, p), np.float32)
+    for c in range(k):
+        pred[c, : forest.num_leaves] = np.broadcast_to(base[c % 3], (forest.num_leaves, p, p, p))
+    return pred
+
+
+@pytest.mark.parametrize("p", [4, 8])  # p=8: leaves smaller than the token take the area-mean path
+def test_smooth_scores_fill_and_resample_agree_with_deserialize(case, tmp_path, p):
+    from monai_shf.volume import writer
+
+    store, forest = case
+    pred = _smooth_scores(forest, p)
+    renderer = writer._MaskRenderer(forest, pred[:, : forest.num_leaves], "scores")
+    mixed = (renderer.cells == 255).mean()
+    assert 0.0 < mixed < 0.5  # both paths are taken
+    out = write_volume_mask(tmp_path / "m.zarr", forest, pred, chunk=16, workers=1)
+    m = open_volume(out)
+    level0 = m.read(0, (0, 0, 0), m.shape)[0]
+    np.testing.assert_array_equal(level0, np.asarray(deserialize(pred, forest, mode="linear", argmax=True))[0])
+    for level in range(1, m.level_count):  # every level rendered at its own voxels: nearest of level 0
+        step = 2**level
+        expected = level0[::step, ::step, ::step][tuple(slice(0, s) for s in m.level_shapes[level])]
+        np.testing.assert_array_equal(m.read(level, (0, 0, 0), m.level_shapes[level])[0], expected)
+
+
+def test_threads_write_the_same_store(case, tmp_path):
+    store, forest = case
+    pred = _smooth_scores(forest, 4)
+    one = write_volume_mask(tmp_path / "a.zarr", forest, pred, chunk=8, workers=1)
+    two = write_volume_mask(tmp_path / "b.zarr", forest, pred, chunk=8, workers=3)
+    va, vb = open_volume(one), open_volume(two)
+    for level in range(va.level_count):
+        shape = va.level_shapes[level]
+        np.testing.assert_array_equal(va.read(level, (0, 0, 0), shape), vb.read(level, (0, 0, 0), shape))
