@@ -218,6 +218,36 @@ def _argmax0(values: np.ndarray) -> np.ndarray:
     return out
 
 
+_RESAMPLE_VOXELS = 1 << 19  # voxels resampled at once: K * 4 bytes each, twice (about 12 MB at K = 3)
+
+
+def _resampled_labels(token: np.ndarray, rows: list[np.ndarray], dst: np.ndarray, where: np.ndarray | None) -> None:
+    """``dst = argmax`` of the ``(K, p, p, p)`` token resampled by per-axis ``rows`` ``(n_a, p)`` (only at
+    ``where`` when given), in slabs along z: x and y as small products, z as ``p`` broadcast
+    multiply-adds (a BLAS product with an inner size of ``p`` is many times slower here)."""
+    rz, ry, rx = rows
+    k, p = token.shape[0], token.shape[1]
+    ny, nx = ry.shape[0], rx.shape[0]
+    xy = np.einsum("kabc,xc->kabx", token, rx)
+    xy = np.einsum("kabx,yb->kayx", xy, ry).reshape(k, p, 1, ny * nx)  # every z node at the block's y, x
+    step = max(1, _RESAMPLE_VOXELS // max(1, ny * nx))
+    for z0 in range(0, rz.shape[0], step):
+        w = rz[z0 : min(rz.shape[0], z0 + step)]
+        nz = w.shape[0]
+        acc = np.empty((k, nz, ny * nx), token.dtype)
+        tmp = np.empty_like(acc)
+        np.multiply(w[None, :, 0, None], xy[:, 0], out=acc)
+        for j in range(1, p):
+            if w[:, j].any():
+                np.multiply(w[None, :, j, None], xy[:, j], out=tmp)
+                acc += tmp
+        labels = _argmax0(acc.reshape(k, nz, ny, nx))
+        if where is None:
+            dst[z0 : z0 + nz] = labels
+        else:
+            np.copyto(dst[z0 : z0 + nz], labels, where=where[z0 : z0 + nz])
+
+
 def _runs(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Run-length form of a non-decreasing index array: ``(values, counts)``."""
     cut = np.flatnonzero(np.diff(index)) + 1
@@ -247,7 +277,8 @@ class _MaskRenderer:
     (a convex combination keeps every pairwise order of the classes, ties included). Per leaf, the table
     ``cells[i]`` ``(2p - 1)**3`` holds that class, or 255 when the nodes disagree, for every node pair
     ``g`` per axis (``g = first + last`` node); a block is filled from the table (one fill when it agrees)
-    and only the voxels of mixed cells are resampled (``einsum`` of the separable weights) and argmaxed.
+    and only the voxels of mixed cells are resampled (separable matrix products, in z-slabs of at most
+    :data:`_RESAMPLE_VOXELS` voxels, so temporaries do not grow with the leaf) and argmaxed.
     Leaves smaller than ``p`` along an axis (area means of more than two nodes) are always resampled.
     """
 
@@ -310,12 +341,10 @@ class _MaskRenderer:
                 box = tuple(np.flatnonzero(mixed.any(axis=tuple(k for k in range(3) if k != ax))) for ax in range(3))
                 box = tuple(slice(int(b[0]), int(b[-1]) + 1) for b in box)
                 rows = [r[loc[sl]] for (r, _), loc, sl in zip(axes, local, box)]
-                labels = _argmax0(np.einsum("kabc,za,yb,xc->kzyx", self.values[:, i], *rows, optimize=True))
-                sub = dst[box]
-                np.copyto(sub, labels, where=mixed[box])
+                _resampled_labels(self.values[:, i], rows, dst[box], mixed[box])
                 continue
             rows = [r[loc] for (r, _), loc in zip(axes, local)]
-            dst[...] = _argmax0(np.einsum("kabc,za,yb,xc->kzyx", self.values[:, i], *rows, optimize=True))
+            _resampled_labels(self.values[:, i], rows, dst, None)
         return out
 
 
