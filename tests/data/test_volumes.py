@@ -70,3 +70,19 @@ def test_bad_arguments(tmp_path, mni152_dir, monkeypatch):
     with pytest.raises(FileNotFoundError, match="MONAI_SHF_DATA"):
         make_volume(tmp_path / "a.zarr", 8)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_label_write_leaves_nothing(tmp_path, mni152_dir, monkeypatch):
+    from monai_shf import volume
+
+    real = volume.write_multiscale
+
+    def failing(out, *args, **kwargs):
+        if "label" in str(out):
+            raise OSError("disk full")
+        return real(out, *args, **kwargs)
+
+    monkeypatch.setattr(volume, "write_multiscale", failing)
+    with pytest.raises(OSError, match="disk full"):
+        make_volume(tmp_path / "a.zarr", 16, tile=16, chunk=8, root=mni152_dir.parent)
+    assert list(tmp_path.iterdir()) == []
