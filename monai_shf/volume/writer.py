@@ -226,21 +226,23 @@ def _resampled_labels(token: np.ndarray, rows: list[np.ndarray], dst: np.ndarray
     ``where`` when given), in slabs along z: x and y as small products, z as ``p`` broadcast
     multiply-adds (a BLAS product with an inner size of ``p`` is many times slower here)."""
     rz, ry, rx = rows
+    nodes = np.flatnonzero(rz.any(axis=0))  # the z nodes these rows weight (two within one node pair)
+    rz, token = rz[:, nodes], token[:, nodes]
     k, p = token.shape[0], token.shape[1]
     ny, nx = ry.shape[0], rx.shape[0]
     xy = np.einsum("kabc,xc->kabx", token, rx)
-    xy = np.einsum("kabx,yb->kayx", xy, ry).reshape(k, p, 1, ny * nx)  # every z node at the block's y, x
+    xy = np.einsum("kabx,yb->kayx", xy, ry).reshape(k, p, 1, ny * nx)  # every used z node at the block's y, x
     step = max(1, _RESAMPLE_VOXELS // max(1, ny * nx))
     for z0 in range(0, rz.shape[0], step):
         w = rz[z0 : min(rz.shape[0], z0 + step)]
         nz = w.shape[0]
         acc = np.empty((k, nz, ny * nx), token.dtype)
         tmp = np.empty_like(acc)
-        np.multiply(w[None, :, 0, None], xy[:, 0], out=acc)
-        for j in range(1, p):
-            if w[:, j].any():
-                np.multiply(w[None, :, j, None], xy[:, j], out=tmp)
-                acc += tmp
+        used = np.flatnonzero(w.any(axis=0))  # z nodes with a weight (two within one node pair)
+        np.multiply(w[None, :, used[0], None], xy[:, used[0]], out=acc)
+        for j in used[1:].tolist():
+            np.multiply(w[None, :, j, None], xy[:, j], out=tmp)
+            acc += tmp
         labels = _argmax0(acc.reshape(k, nz, ny, nx))
         if where is None:
             dst[z0 : z0 + nz] = labels
@@ -337,11 +339,18 @@ class _MaskRenderer:
                 mixed = dst == 255
                 if not mixed.any():
                     continue
-                # resample only the bounding box of the mixed voxels
-                box = tuple(np.flatnonzero(mixed.any(axis=tuple(k for k in range(3) if k != ax))) for ax in range(3))
-                box = tuple(slice(int(b[0]), int(b[-1]) + 1) for b in box)
-                rows = [r[loc[sl]] for (r, _), loc, sl in zip(axes, local, box)]
-                _resampled_labels(self.values[:, i], rows, dst[box], mixed[box])
+                # per run of one z node pair: resample the (y, x) bounding box of its mixed voxels only
+                z = 0
+                for count in _runs(axes[0][1][local[0]])[1].tolist():
+                    zs = slice(z, z + count)
+                    z += count
+                    m = mixed[zs]
+                    if not m.any():
+                        continue
+                    ys, xs = (np.flatnonzero(m.any(axis=other)) for other in ((0, 2), (0, 1)))
+                    box = (zs, slice(int(ys[0]), int(ys[-1]) + 1), slice(int(xs[0]), int(xs[-1]) + 1))
+                    rows = [r[loc[sl]] for (r, _), loc, sl in zip(axes, local, box)]
+                    _resampled_labels(self.values[:, i], rows, dst[box], mixed[box])
                 continue
             rows = [r[loc] for (r, _), loc in zip(axes, local)]
             _resampled_labels(self.values[:, i], rows, dst, None)
