@@ -164,6 +164,35 @@ def _make_slide(args: argparse.Namespace) -> int:
     return 0
 
 
+def _make_volume_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out", type=Path, help="the OME-Zarr image store (a folder, e.g. brain.zarr)")
+    p.add_argument("--size", type=int, nargs="+", required=True, help="level-0 side N, or D H W")
+    p.add_argument("--label-out", type=Path, default=None, help="default: <out stem>_label.zarr")
+    p.add_argument("--no-label", action="store_true", help="write the image only")
+    p.add_argument("--tile", type=int, default=256, help="longest side of one copy of the brain, in voxels")
+    p.add_argument("--chunk", type=int, default=128)
+    p.add_argument("--dtype", choices=("uint16", "float32"), default="uint16")
+    p.add_argument("--data-root", type=Path, default=None, help="real-data root (default: $MONAI_SHF_DATA)")
+
+
+def _make_volume(args: argparse.Namespace) -> int:
+    from monai_shf.data import make_volume
+    from monai_shf.utils import peak_rss_bytes
+
+    size = args.size[0] if len(args.size) == 1 else tuple(args.size)
+    start = time.perf_counter()
+    label_out = False if args.no_label else args.label_out
+    image, label = make_volume(
+        args.out, size, tile=args.tile, chunk=args.chunk, label_out=label_out, dtype=args.dtype, root=args.data_root
+    )
+    seconds = time.perf_counter() - start
+    print(f"volume {image}")
+    if label is not None:
+        print(f"label  {label}")
+    print(f"time   {seconds:.1f} s, peak memory {peak_rss_bytes() / 2**30:.2f} GiB")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 # figure, segment-slide
 
@@ -285,6 +314,57 @@ def _mask_to_geojson(args: argparse.Namespace) -> int:
     return 0
 
 
+def _segment_volume_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("volume", type=Path, help="the multiscale OME-Zarr image store")
+    p.add_argument("--out", type=Path, required=True, help="the mask store, e.g. mask.zarr (its folder must exist)")
+    p.add_argument(
+        "--bundle",
+        default=None,
+        help=f"bundle folder or shipped name (default: shf_3d_segmentation); {BUNDLE_IS_CODE}",
+    )
+    p.add_argument("--checkpoint", type=Path, default=None, help="default: <bundle>/models/best.pt|latest.pt")
+    p.add_argument("--length", type=int, default=None, help="tokens L (default: the bundle's)")
+    p.add_argument("--patch-size", type=int, default=None, help="token side p (default: the bundle's)")
+    p.add_argument("--max-side", type=int, default=None, help="longest side of the forest level (default 256)")
+    p.add_argument(
+        "--intensity-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"), help="scaled to [0, 1]"
+    )
+    p.add_argument("--set", dest="overrides", type=_override, action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--untrained", action="store_true", help="random weights (timing and smoke tests)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _segment_volume(args: argparse.Namespace) -> int:
+    from monai_shf.apps.volume import segment_volume
+    from monai_shf.inference import SEGMENT_STAGES
+
+    r = segment_volume(
+        args.volume,
+        args.out,
+        bundle=args.bundle,
+        checkpoint=args.checkpoint,
+        length=args.length,
+        patch_size=args.patch_size,
+        max_side=args.max_side,
+        intensity_range=None if args.intensity_range is None else tuple(args.intensity_range),
+        device=args.device,
+        untrained=args.untrained,
+        overrides=dict(args.overrides),
+        progress=not args.no_progress,
+    )
+    d, h, w = r["shape"]
+    weights = r["checkpoint"] or "none (--untrained: random weights)"
+    print(f"volume  {args.volume}  ({d} x {h} x {w}), forest level {r['forest_level']}")
+    print(f"network {r['bundle']}; weights {weights}")
+    print(f"leaves  {r['leaves']} of L={r['length']} tokens, p={r['patch_size']}, {r['num_classes']} classes")
+    stages = ", ".join(f"{name} {r['seconds'][name]:.2f} s" for name in SEGMENT_STAGES)
+    print(f"time    {r['total_seconds']:.2f} s ({stages})")
+    print(f"memory  peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB")
+    print(f"mask    {r['out']}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 # bundle list / export
 
@@ -320,6 +400,12 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "make-slide", "write a generated pyramidal test slide and its label slide", _make_slide_arguments, _make_slide
     ),
+    Command(
+        "make-volume",
+        "write a generated multiscale OME-Zarr volume (real MNI152 anatomy) and its label",
+        _make_volume_arguments,
+        _make_volume,
+    ),
     Command("figure", "the paper's Figure 1 (forest, tokens, reconstruction, prediction)", _figure_arguments, _figure),
     Command(
         "segment-slide",
@@ -332,6 +418,12 @@ COMMANDS: tuple[Command, ...] = (
         "a pyramidal label mask as QuPath GeoJSON annotations (needs monai_shf[annotations])",
         _mask_to_geojson_arguments,
         _mask_to_geojson,
+    ),
+    Command(
+        "segment-volume",
+        "segment a multiscale OME-Zarr volume into an NGFF label image (the 3D bundle's SHF ViT, chunk by chunk)",
+        _segment_volume_arguments,
+        _segment_volume,
     ),
     Command("bundle", "list the shipped MONAI bundles or export one to a folder", _bundle_arguments, _bundle),
 )

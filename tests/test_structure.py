@@ -8,7 +8,9 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("module", ["monai_shf.forest", "monai_shf.slide", "monai_shf.bundles", "monai_shf.utils"])
+@pytest.mark.parametrize(
+    "module", ["monai_shf.forest", "monai_shf.slide", "monai_shf.volume", "monai_shf.bundles", "monai_shf.utils"]
+)
 def test_core_imports_without_monai(module):
     code = f"import sys, {module}; print(sorted(m for m in sys.modules if m == 'monai' or m.startswith('monai.')))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

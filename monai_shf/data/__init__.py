@@ -15,12 +15,15 @@ from .distributed import rank_partition
 from .readers import TIFF_SUFFIXES, TiffReader
 from .synthetic import synthetic_organs_3d, synthetic_tissue_2d
 from .synthetic_slides import SLIDE_CLASSES, make_slide
+from .volumes import VOLUME_CLASSES, make_volume
 
 __all__ = [
     "synthetic_tissue_2d",
     "synthetic_organs_3d",
     "make_slide",
     "SLIDE_CLASSES",
+    "make_volume",
+    "VOLUME_CLASSES",
     "ensure_synthetic_2d",
     "ensure_synthetic_3d",
     "ensure_synthetic_slides",

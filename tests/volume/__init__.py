@@ -1,0 +1,1 @@
+"""Tests of monai_shf.volume (a package: its module names repeat those of tests/slide)."""
