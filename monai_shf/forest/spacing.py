@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["check_spacing", "relative_spacing", "split_schedule", "physical_root_limits"]
+__all__ = ["check_spacing", "relative_spacing", "split_schedule", "physical_root_limits", "SPACING_RTOL"]
 
 
 def check_spacing(spacing: Any, ndim: int) -> tuple[float, ...] | None:
@@ -54,14 +54,20 @@ def check_spacing(spacing: Any, ndim: int) -> tuple[float, ...] | None:
     return tuple(out)
 
 
+# relative difference below which two voxel sizes are the same (spacings computed from a float32 affine,
+# e.g. a rotated NIfTI header, differ from the stored pixdim in the 7th digit)
+SPACING_RTOL = 1e-5
+
+
 def relative_spacing(spacing: Any, ndim: int) -> tuple[float, ...] | None:
-    """The validated ``spacing`` divided by its smallest entry; ``None`` when it is ``None`` or
-    isotropic (all entries equal: the voxel-cube forest)."""
+    """The validated ``spacing`` divided by its smallest entry (entries within :data:`SPACING_RTOL` of
+    it count as equal to it); ``None`` when it is ``None`` or isotropic (the voxel-cube forest)."""
     values = check_spacing(spacing, ndim)
-    if values is None or len(set(values)) == 1:
+    if values is None:
         return None
     finest = min(values)
-    return tuple(v / finest for v in values)
+    rel = tuple(1.0 if v / finest - 1.0 <= SPACING_RTOL else v / finest for v in values)
+    return None if all(r == 1.0 for r in rel) else rel
 
 
 def physical_root_limits(shape: Sequence[int], min_size: int, rel: Sequence[float]) -> list[int]:

@@ -62,7 +62,7 @@ import numpy as np
 from monai_shf.validation import check_array, check_int, to_numpy
 
 from .edges import score_map
-from .spacing import physical_root_limits, relative_spacing, split_schedule
+from .spacing import check_spacing, physical_root_limits, relative_spacing, split_schedule
 from .spec import ForestSpec
 
 __all__ = ["Forest", "build_forest", "edge_forest"]
@@ -570,6 +570,7 @@ def edge_forest(
     is copied to the host once for OpenCV, and its edges go straight into the build.
     """
     spec = ForestSpec.create(spec, **options)
+    check_spacing(spacing, len(image.shape) - 1)  # before the edges are computed
     if score is None:
         host = to_numpy(image) if hasattr(image, "detach") else image
         score = score_map(host, spec.edges)
@@ -870,16 +871,16 @@ def _fill_splits(grid: _Grid, split: _Nodes, budget: int) -> _Nodes:
         pool, volumes = pool.take(np.flatnonzero(splittable)), volumes[splittable]
         if not pool.size:
             break
-        top = np.flatnonzero(volumes == volumes.max())
-        top = top[np.argsort(grid.codes(pool.take(top)), kind="stable")]
-        top = _affordable(grid.costs[pool.depth[top]], budget, top)
-        if not top.size:
-            break
+        largest = np.flatnonzero(volumes == volumes.max())
+        largest = largest[np.argsort(grid.codes(pool.take(largest)), kind="stable")]
+        top = _affordable(grid.costs[pool.depth[largest]], budget, largest)
         now = pool.take(top)
         chosen.append(now)
         budget -= grid.cost(now)
+        # the largest leaves leave the pool, split or not: one that did not fit never will (the
+        # budget only shrinks), and the smaller ones after it may be cheaper
         rest = np.ones(pool.size, dtype=bool)
-        rest[top] = False
+        rest[largest] = False
         pool = pool.take(np.flatnonzero(rest)).concat(grid.children_of(now))
     out = _Nodes.empty(grid.ndim)
     for c in chosen:
