@@ -373,3 +373,23 @@ def test_anisotropic_forest_is_the_best_first_heap(
     kwargs = dict(criterion=criterion, patch_size=patch_size, min_size=min_size, fill=fill)
     forest = build_forest(score, length, spacing=spacing, **kwargs)
     assert forest == _aniso_heap_forest(score, length, min_size, criterion, patch_size, spacing, fill)
+
+
+@pytest.mark.parametrize("criterion", SPLIT_CRITERIA)
+@pytest.mark.parametrize("fill", ["uniform", "pad"])
+def test_anisotropic_budget_left_goes_to_cheaper_splits(criterion, fill):
+    # a thick-slice volume: the slice axis runs out after three halvings, the deeper splits halve the
+    # two in-plane axes only (3 leaves instead of 7); what a 7-leaf split cannot use goes to them
+    rng = np.random.default_rng(5)
+    score = np.zeros((32, 32, 8), dtype=np.uint8)
+    score[:12, :12] = rng.random((12, 12, 8)) < 0.2
+    exact = 0
+    for length in range(1, 400, 3):
+        forest = build_forest(score, length, spacing=(1, 1, 4), criterion=criterion, patch_size=2, fill=fill)
+        reference = _aniso_heap_forest(score, length, 2, criterion, 2, (1, 1, 4), fill)
+        assert forest == reference
+        exact += forest.num_padding == 0
+        if fill == "uniform":
+            assert forest.num_padding <= 6
+    if fill == "uniform":
+        assert exact > 100
