@@ -47,6 +47,12 @@ decides: ``"uniform"`` keeps splitting the largest leaves (uniform refinement, t
 ``2 * min_size``, so leaves never go below ``min_size`` (except along an axis that is itself
 shorter than ``min_size``). Each split adds ``2**D - 1`` leaves; the build stops before it would
 overshoot, so at most ``2**D - 2`` tokens are padding when the image has room for ``length`` leaves.
+
+Anisotropic voxels (``spacing=``, :mod:`monai_shf.forest.spacing`): roots near-cubic in millimetres and
+each depth halving only the physically long axes, so leaves are boxes near-cubic in millimetres. A split
+along ``k`` axes adds ``2**k - 1`` leaves; a split that does not fit the budget left is skipped (its node
+stays a leaf) and cheaper ones after it in the order are still taken, as a heap that skips would. An
+isotropic spacing builds exactly the forest above.
 """
 
 from __future__ import annotations
@@ -335,6 +341,22 @@ def _axis_bounds(size: int, roots: int, min_size: int) -> tuple[list[np.ndarray]
         bounds.append(b)
 
 
+def _depth_grids(
+    axes: list[tuple[list[np.ndarray], list[np.ndarray]]], schedule: Sequence[Sequence[int]]
+) -> tuple[list[list[np.ndarray]], list[list[np.ndarray]]]:
+    """Per axis and depth ``d = 0..len(schedule)``: the interval grid and which intervals can be halved,
+    from the per-halving ones of :func:`_axis_bounds` (shared, never copied) and the axes each depth
+    halves."""
+    ndim = len(axes)
+    halvings = np.zeros((len(schedule) + 1, ndim), dtype=np.int64)  # times each axis was halved above d
+    for d, split_axes in enumerate(schedule):
+        halvings[d + 1] = halvings[d]
+        halvings[d + 1, list(split_axes)] += 1
+    bounds = [[axes[a][0][h] for h in halvings[:, a]] for a in range(ndim)]
+    can = [[axes[a][1][h] for h in halvings[:, a]] for a in range(ndim)]
+    return bounds, can
+
+
 def _halvings(can: list[np.ndarray], any_interval: bool) -> int:
     """How many times an axis's intervals can be halved: while any of them can (``any_interval``, the
     voxel-cube forest, where an axis that runs out stops the tree), or while all of them can (an
@@ -526,13 +548,7 @@ def build_forest(
     # depth d can be split only if all of those can, so the tree is at most len(schedule) deep
     schedule = split_schedule([_halvings(c, rel is None) for _, c in axes], shape, roots, rel)
     max_depth = len(schedule)
-    halvings = np.zeros((max_depth + 1, ndim), dtype=np.int64)  # times each axis was halved above depth d
-    for d, split_axes in enumerate(schedule):
-        halvings[d + 1] = halvings[d]
-        halvings[d + 1, list(split_axes)] += 1
-    # per axis and depth: the interval grid (shared, never copied) and which intervals can be halved
-    bounds = [[axes[a][0][h] for h in halvings[:, a]] for a in range(ndim)]
-    can = [[axes[a][1][h] for h in halvings[:, a]] for a in range(ndim)]
+    bounds, can = _depth_grids(axes, schedule)
     # scores are needed for the nodes that may be split, i.e. down to depth max_depth - 1 only:
     # the finest grid (the largest) is never read
     pyramid = _LazyPyramid(s, bounds, max(max_depth - 1, 0), schedule)
