@@ -563,12 +563,17 @@ def test_exact_length_with_spacing(sides, spacing, length, density, criterion, s
     forest = build_forest(score, length, spacing=spacing, criterion=criterion, patch_size=4)
     assert forest.length == length and forest.num_leaves <= length
     _check_tiling(forest)
-    # padding beyond 2**D - 2 only when no leaf can be split any more: a build with more budget adds none
+    # padding beyond 2**D - 2 only when no leaf can be split any more: then the forest is the full tree
+    # (the one of a budget of one token per pixel, when the roots are the same)
     if forest.num_padding > 6:
-        more = build_forest(
-            score, min(length * 2, int(np.prod(shape))), spacing=spacing, criterion=criterion, patch_size=4
-        )
-        assert more.num_leaves == forest.num_leaves
+        from monai_shf.forest.spacing import relative_spacing
+        from monai_shf.forest.tree import _root_counts
+
+        pixels = int(np.prod(shape))
+        rel = relative_spacing(spacing, 3)
+        if _root_counts(shape, length, 2, rel) == _root_counts(shape, pixels, 2, rel):
+            full = build_forest(score, pixels, spacing=spacing, criterion=criterion, patch_size=4)
+            assert full.num_leaves == forest.num_leaves
 
 
 @pytest.mark.parametrize(
