@@ -217,13 +217,16 @@ def load_case(name: str, args: argparse.Namespace) -> Case:
 
 def bundle_config(spatial_dims: int, overrides: dict[str, Any]):
     """The SHF bundle's train config (``bundles/shf_{2,3}d_segmentation/configs/train.yaml``) with
-    ``overrides`` applied, as a ``monai.bundle.ConfigParser``."""
+    ``overrides`` applied, as a ``monai.bundle.ConfigParser``. The cases are plain arrays on their own
+    isotropic grid (no affine for the 3D bundle's ``patch_spacing: meta`` to read): voxel-cube forests."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config(
         str(ROOT / "monai_shf" / "bundles" / f"shf_{spatial_dims}d_segmentation" / "configs" / "train.yaml")
     )
+    if "patch_spacing" in parser.get():
+        overrides = {"patch_spacing": None, **overrides}
     for key, value in overrides.items():
         parser[key] = value
     return parser

@@ -47,6 +47,12 @@ decides: ``"uniform"`` keeps splitting the largest leaves (uniform refinement, t
 ``2 * min_size``, so leaves never go below ``min_size`` (except along an axis that is itself
 shorter than ``min_size``). Each split adds ``2**D - 1`` leaves; the build stops before it would
 overshoot, so at most ``2**D - 2`` tokens are padding when the image has room for ``length`` leaves.
+
+Anisotropic voxels (``spacing=``, :mod:`monai_shf.forest.spacing`): roots near-cubic in millimetres and
+each depth halving only the physically long axes, so leaves are boxes near-cubic in millimetres. A split
+along ``k`` axes adds ``2**k - 1`` leaves; a split that does not fit the budget left is skipped (its node
+stays a leaf) and cheaper ones after it in the order are still taken, as a heap that skips would. An
+isotropic spacing builds exactly the forest above.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ from monai_shf.validation import check_array, check_int, to_numpy
 
 from . import device as _device
 from .edges import score_map
+from .spacing import check_spacing, physical_root_limits, relative_spacing, split_schedule
 from .spec import ForestSpec
 
 __all__ = ["Forest", "build_forest", "edge_forest"]
@@ -278,15 +285,19 @@ def _check_tiling(starts: np.ndarray, sizes: np.ndarray, shape: tuple[int, ...])
 # axis partitions and the count pyramid
 
 
-def _root_counts(shape: Sequence[int], length: int, min_size: int) -> list[int]:
+def _root_counts(shape: Sequence[int], length: int, min_size: int, rel: Sequence[float] | None = None) -> list[int]:
     """Roots per axis, at most ``length`` of them.
 
     When nodes can be split (every side at least ``2 * min_size``), near-cubic roots of the shortest
     side, so that leaves stay near-square. When they cannot (an axis too short to halve), roots are
     the only leaves: as many as the budget and ``min_size`` allow. Either way, a grid over the budget
     is shrunk proportionally, then grown back greedily to the largest product within the budget.
+    With an anisotropic relative spacing ``rel``, roots are near-cubic in millimetres instead whenever
+    some axis can be halved (:func:`~monai_shf.forest.spacing.physical_root_limits`).
     """
-    if min(shape) >= 2 * min_size:
+    if rel is not None and max(shape) >= 2 * min_size:
+        limits = physical_root_limits(shape, min_size, rel)
+    elif min(shape) >= 2 * min_size:
         side = min(shape)
         limits = [max(1, s // side) for s in shape]
     else:
@@ -329,6 +340,32 @@ def _axis_bounds(size: int, roots: int, min_size: int) -> tuple[list[np.ndarray]
         nb[1::2] = mids
         b = nb
         bounds.append(b)
+
+
+def _depth_grids(
+    axes: list[tuple[list[np.ndarray], list[np.ndarray]]], schedule: Sequence[Sequence[int]]
+) -> tuple[list[list[np.ndarray]], list[list[np.ndarray]]]:
+    """Per axis and depth ``d = 0..len(schedule)``: the interval grid and which intervals can be halved,
+    from the per-halving ones of :func:`_axis_bounds` (shared, never copied) and the axes each depth
+    halves."""
+    ndim = len(axes)
+    halvings = np.zeros((len(schedule) + 1, ndim), dtype=np.int64)  # times each axis was halved above d
+    for d, split_axes in enumerate(schedule):
+        halvings[d + 1] = halvings[d]
+        halvings[d + 1, list(split_axes)] += 1
+    bounds = [[axes[a][0][h] for h in halvings[:, a]] for a in range(ndim)]
+    can = [[axes[a][1][h] for h in halvings[:, a]] for a in range(ndim)]
+    return bounds, can
+
+
+def _halvings(can: list[np.ndarray], any_interval: bool) -> int:
+    """How many times an axis's intervals can be halved: while any of them can (``any_interval``, the
+    voxel-cube forest, where an axis that runs out stops the tree), or while all of them can (an
+    anisotropic forest goes on along the other axes, so an axis whose intervals only partly can be
+    halved any more is left as it is rather than blocking the others' nodes)."""
+    if any_interval:
+        return len(can) - 1
+    return next(h for h, c in enumerate(can) if not c.all())
 
 
 def _sum_dtype(max_value: float, kind: str) -> np.dtype:
@@ -380,9 +417,10 @@ def _interval_sums(x: np.ndarray, bounds: np.ndarray, axis: int, max_value: floa
     return out, new_max
 
 
-def _pair_sums(c: np.ndarray, max_value: float) -> tuple[np.ndarray, float]:
-    """Sum adjacent pairs along every axis: the scores of the parents of a count grid."""
-    for axis in range(c.ndim):
+def _pair_sums(c: np.ndarray, max_value: float, axes: Sequence[int]) -> tuple[np.ndarray, float]:
+    """Sum adjacent pairs along ``axes`` (those the parents' depth halves): the scores of the parents
+    of a count grid."""
+    for axis in axes:
         max_value *= 2
         dtype = _sum_dtype(max_value, c.dtype.kind)
         even = [slice(None)] * c.ndim
@@ -396,8 +434,11 @@ def _pair_sums(c: np.ndarray, max_value: float) -> tuple[np.ndarray, float]:
     return c, max_value
 
 
-def _count_pyramid(score: np.ndarray, bounds: list[list[np.ndarray]], depth: int) -> list[np.ndarray]:
-    """``C[d]`` for ``d = 0..depth``: block sums of ``score`` over the depth-``d`` interval grid."""
+def _count_pyramid(
+    score: np.ndarray, bounds: list[list[np.ndarray]], depth: int, schedule: Sequence[Sequence[int]]
+) -> list[np.ndarray]:
+    """``C[d]`` for ``d = 0..depth``: block sums of ``score`` over the depth-``d`` interval grid
+    (``schedule[d]``: the axes that depth ``d`` halves)."""
     binary = score.dtype == bool
     if binary:
         score = score.view(np.uint8)
@@ -411,8 +452,8 @@ def _count_pyramid(score: np.ndarray, bounds: list[list[np.ndarray]], depth: int
     for axis in range(score.ndim):
         counts, max_value = _interval_sums(counts, bounds[axis][depth], axis, max_value)
     pyramid = [counts]
-    for _ in range(depth):
-        counts, max_value = _pair_sums(counts, max_value)
+    for d in range(depth - 1, -1, -1):
+        counts, max_value = _pair_sums(counts, max_value, schedule[d])
         pyramid.append(counts)
     return pyramid[::-1]
 
@@ -431,16 +472,18 @@ class _LazyPyramid:
     round differently) take the finest level at once.
     """
 
-    def __init__(self, score: np.ndarray, bounds: list[list[np.ndarray]], depth: int):
-        self.score, self.bounds, self.depth = score, bounds, depth
+    def __init__(
+        self, score: np.ndarray, bounds: list[list[np.ndarray]], depth: int, schedule: Sequence[Sequence[int]]
+    ):
+        self.score, self.bounds, self.depth, self.schedule = score, bounds, depth, schedule
         coarse = depth - _LAZY_LEVELS
         sample = score[:: max(1, score.shape[0] // 64)]
         dense = score.dtype.kind in "bui" and coarse >= 0 and np.count_nonzero(sample) >= _DENSE_FRACTION * sample.size
-        self.levels = _count_pyramid(score, bounds, coarse if dense else depth)
+        self.levels = _count_pyramid(score, bounds, coarse if dense else depth, schedule)
 
     def __getitem__(self, d: int) -> np.ndarray:
         if d >= len(self.levels):
-            self.levels = _count_pyramid(self.score, self.bounds, self.depth)
+            self.levels = _count_pyramid(self.score, self.bounds, self.depth, self.schedule)
         return self.levels[d]
 
 
@@ -463,7 +506,9 @@ def _as_score(score: Any) -> np.ndarray:
     return s
 
 
-def build_forest(score: Any, spec: ForestSpec | Mapping[str, Any] | int | None = None, **options: Any) -> Forest:
+def build_forest(
+    score: Any, spec: ForestSpec | Mapping[str, Any] | int | None = None, *, spacing: Any = None, **options: Any
+) -> Forest:
     """Build the hierarchical forest of ``score`` with exactly ``spec.length`` tokens.
 
     Args:
@@ -479,14 +524,25 @@ def build_forest(score: Any, spec: ForestSpec | Mapping[str, Any] | int | None =
             ``score * side + area_prior * volume``, zero once ``side <= patch_size``; ``"edges"``: the
             paper's, the score alone; see the module docstring), ``patch_size`` and ``area_prior``. Its
             edge options and pyramid options describe how ``score`` was made and are not used here.
+        spacing: the voxel size along each of the ``D`` axes (e.g. millimetres, any unit), or ``None``.
+            Anisotropic: leaves are boxes kept near-cubic in that unit (roots near-cubic, each depth
+            halving only the physically long axes; see :mod:`monai_shf.forest.spacing`) and the
+            ``"error"`` criterion measures the longest side physically (in voxels of the finest axis).
+            ``None`` or isotropic: the voxel-cube forest. Entries must be finite and ``> 0``.
         options: forest options set on top of ``spec`` (e.g. ``build_forest(edges, 1024, min_size=4)``).
 
     Returns:
-        the :class:`Forest`, leaves in Z-order.
+        the :class:`Forest`, leaves in Z-order; exactly ``length`` tokens (padding only where no split
+        fits the budget left: at most ``2**D - 2`` tokens when the image has room, or by ``fill="pad"``).
     """
     if _device.on_accelerator(score):  # a CUDA (or other device) tensor: the torch build, on its device
         from .torch_forest import build_forest_torch
 
+        if relative_spacing(spacing, score.ndim) is not None:
+            raise ValueError(
+                "spacing: anisotropic forests are built by the numpy build only; pass the score map on the CPU "
+                f"(got a {score.device} tensor and spacing {tuple(spacing)})."
+            )
         return build_forest_torch(score, spec, **options)
     spec = ForestSpec.create(spec, **options)
     s = _as_score(score)
@@ -497,39 +553,53 @@ def build_forest(score: Any, spec: ForestSpec | Mapping[str, Any] | int | None =
         raise ValueError(f"min_size ({min_size}) is larger than every side of the image {tuple(shape)}.")
     _check_length(length, shape)
     ndim = s.ndim
-    roots = _root_counts(shape, length, min_size)
+    rel = relative_spacing(spacing, ndim)
+    roots = _root_counts(shape, length, min_size, rel)
     axes = [_axis_bounds(shape[a], roots[a], min_size) for a in range(ndim)]
-    bounds = [b for b, _ in axes]
-    # a node of depth d can be split only if all its axes can; so the tree is at most this deep
-    max_depth = min(len(b) - 1 for b in bounds)
+    # the axes each depth halves: all of them (voxel cubes), or the physically long ones; a node of
+    # depth d can be split only if all of those can, so the tree is at most len(schedule) deep
+    schedule = split_schedule([_halvings(c, rel is None) for _, c in axes], shape, roots, rel)
+    max_depth = len(schedule)
+    bounds, can = _depth_grids(axes, schedule)
     # scores are needed for the nodes that may be split, i.e. down to depth max_depth - 1 only:
     # the finest grid (the largest) is never read
-    pyramid = _LazyPyramid(s, bounds, max(max_depth - 1, 0))
+    pyramid = _LazyPyramid(s, bounds, max(max_depth - 1, 0), schedule)
 
-    grid = _Grid(bounds, [c for _, c in axes], roots, max_depth)
-    max_splits = (length - math.prod(roots)) // (2**ndim - 1)
+    grid = _Grid(bounds, can, roots, schedule)
+    budget = length - math.prod(roots)  # tokens the splits may add
     if criterion == "edges":
         priority = _edge_priority(pyramid)
     else:
-        priority = _error_priority(grid, pyramid, patch_size, float(area_prior))
-    split = _priority_splits(grid, priority, max_splits)
-    if fill == "uniform" and split.size < max_splits:
-        split = split.concat(_fill_splits(grid, split, max_splits - split.size))
+        priority = _error_priority(grid, pyramid, patch_size, float(area_prior), rel)
+    split = _priority_splits(grid, priority, budget)
+    left = budget - grid.cost(split)
+    if left > 0 and rel is not None:  # cheaper splits (fewer axes) may still fit what is left
+        extra = _leftover_splits(grid, split, priority, left)
+        split, left = split.concat(extra), left - grid.cost(extra)
+    if fill == "uniform" and left > 0:
+        split = split.concat(_fill_splits(grid, split, left))
     starts, ends = grid.leaves(split)
     return Forest._from_build(starts, ends - starts, tuple(int(x) for x in shape), length)
 
 
 def edge_forest(
-    image: Any, spec: ForestSpec | Mapping[str, Any] | int | None = None, score: Any = None, **options: Any
+    image: Any,
+    spec: ForestSpec | Mapping[str, Any] | int | None = None,
+    score: Any = None,
+    *,
+    spacing: Any = None,
+    **options: Any,
 ) -> Forest:
     """The forest of a ``(C, *spatial)`` image: its score map (``spec.edges``, or the given ``score``), then
-    :func:`build_forest` with ``spec`` (plus ``options``, flat names).
+    :func:`build_forest` with ``spec`` (plus ``options``, flat names) and the image's voxel ``spacing``
+    (``D`` entries or ``None``; see :func:`build_forest`).
 
     ``score`` may be ``(*spatial)`` or ``(1, *spatial)``; when given, no edges are computed. A device tensor
     is copied to the host once for OpenCV's Canny, and its edges go straight into the build (soft edges
     of a device tensor are computed on the device, and the forest built there).
     """
     spec = ForestSpec.create(spec, **options)
+    check_spacing(spacing, len(image.shape) - 1)  # before the edges are computed
     if score is None:
         # soft edges of a device tensor are computed on the device; OpenCV/ITK's Canny needs the host
         keep = _device.on_accelerator(image) and spec.edges.edge_kind == "soft"
@@ -543,7 +613,7 @@ def edge_forest(
         raise ValueError(
             f"score map shape {tuple(score.shape)} does not match the image's spatial shape {tuple(image.shape[1:])}."
         )
-    return build_forest(score, spec)
+    return build_forest(score, spec, spacing=spacing)
 
 
 class _Nodes:
@@ -568,17 +638,44 @@ class _Nodes:
 
 
 class _Grid:
-    """Per-depth interval grids of a forest: splittability, volumes, Z-codes, children, leaves."""
+    """Per-depth interval grids of a forest: splittability, volumes, Z-codes, children, leaves.
 
-    def __init__(self, bounds: list[list[np.ndarray]], can: list[list[np.ndarray]], roots: list[int], max_depth: int):
-        self.bounds, self.can, self.roots, self.max_depth = bounds, can, roots, max_depth
+    ``bounds[a][d]``/``can[a][d]``: the interval boundaries of axis ``a`` at depth ``d`` and which of
+    its intervals can be halved; ``schedule[d]``: the axes depth ``d`` halves (a split of a depth-``d``
+    node makes ``2**len(schedule[d])`` children)."""
+
+    def __init__(
+        self,
+        bounds: list[list[np.ndarray]],
+        can: list[list[np.ndarray]],
+        roots: list[int],
+        schedule: Sequence[Sequence[int]],
+    ):
+        self.bounds, self.can, self.roots = bounds, can, roots
+        self.schedule = [tuple(axes) for axes in schedule]
+        self.max_depth = len(self.schedule)
         self.ndim = len(bounds)
-        k = np.arange(2**self.ndim)
-        # child k of cell i is cell 2 i + offsets[k] (Z-order: axis 0 is the most significant bit)
-        self.offsets = np.stack([(k >> (self.ndim - 1 - a)) & 1 for a in range(self.ndim)], axis=1)
+        # child k of cell i is cell 2 i + offsets[d][k] along the halved axes, i along the others
+        # (Z-order: of the halved axes, the first is the most significant bit)
+        self.offsets = []
+        for axes in self.schedule:
+            k = np.arange(2 ** len(axes))
+            offsets = np.zeros((k.size, self.ndim), dtype=np.int64)
+            for j, a in enumerate(axes):
+                offsets[:, a] = (k >> (len(axes) - 1 - j)) & 1
+            self.offsets.append(offsets)
+        # Z-code bits below depth d's: one per axis halved by the deeper depths
+        bits = [len(axes) for axes in self.schedule]
+        self.low_bits = [sum(bits[d + 1 :]) for d in range(self.max_depth)]
+        self.total_bits = sum(bits)
+        self.costs = np.array([2 ** len(axes) - 1 for axes in self.schedule] + [0], dtype=np.int64)
         # codes are shifted by 6 more bits to be paired with depths: keep them under 57 bits
-        if self.ndim * max_depth + max(1, math.prod(roots)).bit_length() > 56:
+        if self.total_bits + max(1, math.prod(roots)).bit_length() > 56:
             raise ValueError("image too large for 64-bit Z-codes; raise min_size.")
+
+    def cost(self, nodes: _Nodes) -> int:
+        """Leaves added by splitting ``nodes``: ``2**k - 1`` for a node whose depth halves ``k`` axes."""
+        return int(self.costs[nodes.depth].sum())
 
     def level(self, depth: int, nodes_index: np.ndarray, arrays: list[list[np.ndarray]]) -> list[np.ndarray]:
         return [arrays[a][depth][nodes_index[:, a]] for a in range(self.ndim)]
@@ -586,7 +683,7 @@ class _Grid:
     def splittable(self, depth: int, index: np.ndarray) -> np.ndarray:
         if depth >= self.max_depth:
             return np.zeros(len(index), dtype=bool)
-        return np.logical_and.reduce(self.level(depth, index, self.can))
+        return np.logical_and.reduce([self.can[a][depth][index[:, a]] for a in self.schedule[depth]])
 
     def sides(self, depth: int, index: np.ndarray) -> np.ndarray:
         """``(n, D)`` int64 extents of the cells ``index`` of ``depth``."""
@@ -599,23 +696,33 @@ class _Grid:
         return v
 
     def children(self, depth: int, index: np.ndarray) -> np.ndarray:
-        """``(n * 2^D, D)`` child cells at ``depth + 1``, each parent's children together, in Z-order."""
-        return (2 * index[:, None, :] + self.offsets[None]).reshape(-1, self.ndim)
+        """``(n * 2^k, D)`` child cells at ``depth + 1``, each parent's children together, in Z-order."""
+        offsets = self.offsets[depth]
+        scale = np.ones(self.ndim, dtype=np.int64)
+        scale[list(self.schedule[depth])] = 2
+        return (scale * index[:, None, :] + offsets[None]).reshape(-1, self.ndim)
 
     def codes(self, nodes: _Nodes) -> np.ndarray:
-        """Z-codes: root (row-major) then ``D`` bits per depth; a node's code is that of its first
-        descendant, so sorting leaves by code gives the depth-first (Morton) order."""
+        """Z-codes: root (row-major) then one bit per halved axis and depth; a node's code is that of
+        its first descendant, so sorting leaves by code gives the depth-first (Morton) order."""
         out = np.zeros(nodes.size, dtype=np.int64)
         for d in np.unique(nodes.depth):
+            d = int(d)
             rows = nodes.depth == d
             index = nodes.index[rows]
-            root = np.ravel_multi_index(tuple((index >> d).T), self.roots)
-            local = index & ((1 << int(d)) - 1)
+            # times each axis was halved above depth d: the low bits of its index are local
+            halved = np.zeros(self.ndim, dtype=np.int64)
+            for axes in self.schedule[:d]:
+                halved[list(axes)] += 1
+            root = np.ravel_multi_index(tuple((index >> halved).T), self.roots)
             code = np.zeros(len(index), dtype=np.int64)
-            for bit in range(int(d)):
-                for a in range(self.ndim):
-                    code |= ((local[:, a] >> bit) & 1) << (self.ndim * bit + self.ndim - 1 - a)
-            out[rows] = (root << (self.ndim * self.max_depth)) | (code << (self.ndim * (self.max_depth - int(d))))
+            seen = np.zeros(self.ndim, dtype=np.int64)
+            for j, axes in enumerate(self.schedule[:d]):
+                seen[list(axes)] += 1
+                for m, a in enumerate(axes):
+                    bit = (index[:, a] >> (halved[a] - seen[a])) & 1
+                    code |= bit << (self.low_bits[j] + len(axes) - 1 - m)
+            out[rows] = (root << self.total_bits) | code
         return out
 
     def roots_nodes(self) -> _Nodes:
@@ -664,17 +771,27 @@ def _edge_priority(pyramid: list[np.ndarray]) -> Callable[[int, np.ndarray], np.
 
 
 def _error_priority(
-    grid: _Grid, pyramid: list[np.ndarray], patch_size: int | None, area_prior: float
+    grid: _Grid,
+    pyramid: list[np.ndarray],
+    patch_size: int | None,
+    area_prior: float,
+    rel: Sequence[float] | None = None,
 ) -> Callable[[int, np.ndarray], np.ndarray]:
     """``criterion="error"``: ``score * side + area_prior * volume``, zero once ``side <= patch_size``.
 
     ``side`` is the node's longest side. Strictly smaller for a child than for its parent whenever
-    the parent's is positive (see the module docstring)."""
+    the parent's is positive (see the module docstring). With a relative spacing ``rel`` the side
+    that weighs the score is the longest in physical units (voxels of the finest axis: the blur a
+    leaf leaves on a boundary, in millimetres); the cap still compares voxels with the token side (a
+    node no larger than the token along every axis is at full resolution). Neither grows from a
+    parent to its children, and the halved axes include the physically longest one."""
+    weights = None if rel is None else np.asarray(rel, dtype=np.float64)
 
     def priority(depth: int, index: np.ndarray) -> np.ndarray:
         sides = grid.sides(depth, index)
         side = sides.max(axis=1).astype(np.float64)
-        out = pyramid[depth][tuple(index.T)].astype(np.float64) * side
+        physical = side if weights is None else (sides * weights).max(axis=1)
+        out = pyramid[depth][tuple(index.T)].astype(np.float64) * physical
         if area_prior:
             out += area_prior * sides.prod(axis=1).astype(np.float64)
         if patch_size is not None:
@@ -684,17 +801,20 @@ def _error_priority(
     return priority
 
 
-def _priority_splits(grid: _Grid, priority: Callable[[int, np.ndarray], np.ndarray], max_splits: int) -> _Nodes:
-    """The nodes split by the priority phase: the ``max_splits`` first positive-priority splittable
-    nodes of the full tree in (priority desc, volume desc, Z-order) order.
+def _priority_splits(grid: _Grid, priority: Callable[[int, np.ndarray], np.ndarray], budget: int) -> _Nodes:
+    """The nodes split by the priority phase: the longest run of first positive-priority splittable
+    nodes of the full tree in (priority desc, volume desc, Z-order) order whose splits add at most
+    ``budget`` leaves (``grid.cost``; ``budget // (2**D - 1)`` nodes when every depth halves every axis).
 
     ``priority(depth, index)`` gives the float64 priorities of cells of one depth; it must never be
     larger for a child than for its parent (both criteria guarantee it, see the module docstring).
     Then that order never puts a child before its parent, so its first ``K`` nodes are exactly what
     a best-first heap would split. They are found level by level: a node whose priority is below the
     ``K``-th best priority collected so far cannot be among them, nor can its descendants
-    (priorities only shrink downwards), so the frontier stays ``O(K)`` per level.
+    (priorities only shrink downwards), so the frontier stays ``O(K)`` per level. ``K`` is the most
+    nodes the budget can pay for, at the cheapest split of the tree.
     """
+    max_splits = budget // int(grid.costs[: grid.max_depth].min()) if grid.max_depth else 0
     depth_parts, index_parts, score_parts = [], [], []
     threshold = 0.0  # priorities must exceed it (the priority phase takes positive ones only)
     inclusive = False
@@ -718,19 +838,58 @@ def _priority_splits(grid: _Grid, priority: Callable[[int, np.ndarray], np.ndarr
     if not depth_parts or max_splits == 0:
         return _Nodes.empty(grid.ndim)
     nodes = _Nodes(np.concatenate(depth_parts), np.concatenate(index_parts))
-    if nodes.size <= max_splits:
+    if grid.cost(nodes) <= budget:
         return nodes
     scores = np.concatenate(score_parts)
     volumes = np.concatenate(
         [grid.volume(int(d), i) for d, i in zip(np.concatenate([p[:1] for p in depth_parts]), index_parts)]
     )
     order = np.lexsort((grid.codes(nodes), -volumes, -scores))[:max_splits]
-    return nodes.take(order)
+    spent = np.cumsum(grid.costs[nodes.depth[order]])
+    return nodes.take(order[: int(np.searchsorted(spent, budget, side="right"))])
+
+
+def _frontier_scores(
+    grid: _Grid, leaves: _Nodes, priority: Callable[[int, np.ndarray], np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Priority, volume, splittability and split cost of every node of ``leaves``."""
+    scores = np.zeros(leaves.size)
+    volumes = np.zeros(leaves.size, dtype=np.int64)
+    splittable = np.zeros(leaves.size, dtype=bool)
+    for d in np.unique(leaves.depth):
+        rows = leaves.depth == d
+        index = leaves.index[rows]
+        splittable[rows] = grid.splittable(int(d), index)
+        volumes[rows] = grid.volume(int(d), index)
+        if d < grid.max_depth:
+            scores[rows] = priority(int(d), index)
+    return scores, volumes, splittable, grid.costs[leaves.depth]
+
+
+def _leftover_splits(
+    grid: _Grid, split: _Nodes, priority: Callable[[int, np.ndarray], np.ndarray], budget: int
+) -> _Nodes:
+    """Splits that still fit the ``budget`` (fewer leaves than the next split in order adds): the best
+    leaves (priority, volume, Z-order) whose split costs at most what is left, one at a time, as a
+    best-first heap that skips the splits it cannot pay for would take them. Only for trees whose
+    depths halve different numbers of axes: ``budget < 2**D - 1``, so at most ``2**D - 2`` rounds."""
+    chosen = _Nodes.empty(grid.ndim)
+    while budget > 0:
+        leaves, codes = grid.frontier(split.concat(chosen))
+        scores, volumes, splittable, costs = _frontier_scores(grid, leaves, priority)
+        ok = np.flatnonzero(splittable & (scores > 0) & (costs <= budget))
+        if not ok.size:
+            break
+        best = ok[np.lexsort((codes[ok], -volumes[ok], -scores[ok]))[0]]
+        chosen = chosen.concat(leaves.take(np.array([best])))
+        budget -= int(costs[best])
+    return chosen
 
 
 def _fill_splits(grid: _Grid, split: _Nodes, budget: int) -> _Nodes:
     """Uniform refinement of what the edge phase left: split the largest splittable leaves first
-    (ties in Z-order), round by round, one volume at a time."""
+    (ties in Z-order), round by round, one volume at a time, while their splits fit the ``budget``
+    (leaves to add); a split that does not fit is skipped for the cheaper ones after it."""
     pool, _ = grid.frontier(split)
     chosen = []
     while budget > 0 and pool.size:
@@ -743,15 +902,37 @@ def _fill_splits(grid: _Grid, split: _Nodes, budget: int) -> _Nodes:
         pool, volumes = pool.take(np.flatnonzero(splittable)), volumes[splittable]
         if not pool.size:
             break
-        top = np.flatnonzero(volumes == volumes.max())
-        top = top[np.argsort(grid.codes(pool.take(top)), kind="stable")][:budget]
+        largest = np.flatnonzero(volumes == volumes.max())
+        largest = largest[np.argsort(grid.codes(pool.take(largest)), kind="stable")]
+        top = _affordable(grid.costs[pool.depth[largest]], budget, largest)
         now = pool.take(top)
         chosen.append(now)
-        budget -= now.size
+        budget -= grid.cost(now)
+        # the largest leaves leave the pool, split or not: one that did not fit never will (the
+        # budget only shrinks), and the smaller ones after it may be cheaper
         rest = np.ones(pool.size, dtype=bool)
-        rest[top] = False
+        rest[largest] = False
         pool = pool.take(np.flatnonzero(rest)).concat(grid.children_of(now))
     out = _Nodes.empty(grid.ndim)
     for c in chosen:
         out = out.concat(c)
     return out
+
+
+def _affordable(costs: np.ndarray, budget: int, items: np.ndarray) -> np.ndarray:
+    """The ``items`` (in their order) that a greedy pass paying ``costs`` from ``budget`` takes: the
+    longest affordable run, then each later item that still fits (few: what is left is below the
+    next cost, so at most ``2**D - 2`` more)."""
+    spent = np.cumsum(costs)
+    n = int(np.searchsorted(spent, budget, side="right"))
+    taken = list(items[:n])
+    left = budget - (int(spent[n - 1]) if n else 0)
+    rest = np.arange(n, costs.size)
+    while left > 0 and rest.size:
+        fits = rest[costs[rest] <= left]
+        if not fits.size:
+            break
+        taken.append(items[fits[0]])
+        left -= int(costs[fits[0]])
+        rest = rest[rest > fits[0]]
+    return np.asarray(taken, dtype=np.int64)

@@ -17,7 +17,14 @@ from monai_shf.enums import DeserializeMode, SerializeMode, look_up
 from monai_shf.forest import EdgeSpec, Forest, ForestSpec, edge_forest, score_map
 from monai_shf.validation import check_bool, check_int
 
-from .functional import depatch, forest_from_trace, hierarchical_patch, resolve_depatch_mode
+from .functional import (
+    check_spacing_option,
+    depatch,
+    forest_from_trace,
+    hierarchical_patch,
+    image_spacing,
+    resolve_depatch_mode,
+)
 
 __all__ = ["EdgeMap", "HierarchicalPatch", "Depatch", "MaskPaddingTokens", "default_inverse_mode", "forest_spec"]
 
@@ -87,6 +94,10 @@ class HierarchicalPatch(InvertibleTransform):
         inverse_argmax: the inverse (``Invertd``) returns ``(1, *spatial)`` class indices, the argmax
             of the depatched ``C >= 2`` scores, without a ``C x H x W`` float canvas (predictions that
             are only needed as labels).
+        spacing: the voxel size, a property of each image (not a forest option): ``None`` (voxel-cube
+            leaves), ``"meta"`` (read from the MetaTensor's affine, ``img.pixdim``) or the sizes per
+            spatial axis, e.g. ``(1, 1, 5)``. Anisotropic: leaves are boxes near-cubic in millimetres
+            (see :func:`~monai_shf.forest.build_forest`); still ``L`` tokens of ``p**D``.
         spec: the :class:`~monai_shf.forest.ForestSpec` (or a mapping of its options, e.g. a bundle's
             ``forest:`` entry).
         forest_options: forest and edge options set one by one on top of ``spec`` (``min_size``,
@@ -106,9 +117,11 @@ class HierarchicalPatch(InvertibleTransform):
         padding_value: float = 0.0,
         inverse_argmax: bool = False,
         spec: ForestSpec | Mapping[str, Any] | None = None,
+        spacing: Any = None,
         **forest_options: Any,
     ) -> None:
         self.spec = forest_spec(spec, length, patch_size, **forest_options)
+        self.spacing = check_spacing_option(spacing)
         self.mode = look_up(mode, "mode", SerializeMode).value
         self.inverse_mode = look_up(inverse_mode or default_inverse_mode(mode), "inverse_mode", DeserializeMode).value
         self.num_classes = None if num_classes is None else check_int(num_classes, "num_classes", 1)
@@ -126,9 +139,11 @@ class HierarchicalPatch(InvertibleTransform):
         return self.spec.patch_size
 
     def build(self, img: Any, score: Any = None, spec: ForestSpec | None = None) -> Forest:
-        """The forest of ``img`` ``(C, *spatial)`` (from ``score`` when given, else its score map);
-        ``spec`` replaces the transform's own for this call (e.g. edge parameters drawn per sample)."""
-        return edge_forest(img, self.spec if spec is None else spec, score=score)
+        """The forest of ``img`` ``(C, *spatial)`` (from ``score`` when given, else its score map) with
+        the image's voxel spacing (the ``spacing`` option); ``spec`` replaces the transform's own for this
+        call (e.g. edge parameters drawn per sample)."""
+        spacing = image_spacing(img, self.spacing)
+        return edge_forest(img, self.spec if spec is None else spec, score=score, spacing=spacing)
 
     def __call__(
         self,

@@ -91,6 +91,8 @@ class HierarchicalPatchd(MapTransform, InvertibleTransform):
         padding_value: value of padding tokens per key (e.g. a loss ``ignore_index`` for labels).
         spec: the :class:`~monai_shf.forest.ForestSpec` (or a mapping of its options, e.g. a bundle's
             ``forest:`` entry); ``length``/``patch_size`` and ``forest_options`` are set on top of it.
+        spacing: the voxel size of ``data[ref_key]``: ``None`` (voxel cubes), ``"meta"`` (its affine) or
+            the sizes per spatial axis; see :class:`~monai_shf.transforms.HierarchicalPatch`.
         forest_options: forest and edge options one by one (``min_size``, ``criterion``, ``fill``,
             ``edge_kind``, ``kernel_size``, ``thresholds``, ``channel_reduction``, ``edge_method``, ...; see
             :class:`~monai_shf.forest.ForestSpec`); an unknown name is a ``ValueError``.
@@ -120,6 +122,7 @@ class HierarchicalPatchd(MapTransform, InvertibleTransform):
         allow_missing_keys: bool = False,
         inverse_argmax: Sequence[bool] | bool = False,
         spec: ForestSpec | Mapping[str, Any] | None = None,
+        spacing: Any = None,
         **forest_options: Any,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
@@ -130,7 +133,13 @@ class HierarchicalPatchd(MapTransform, InvertibleTransform):
         self.num_classes = ensure_tuple_rep(num_classes, n)
         self.padding_value = ensure_tuple_rep(padding_value, n)
         self.patcher = HierarchicalPatch(
-            length, patch_size, mode=self.mode[0], num_classes=self.num_classes[0], spec=spec, **forest_options
+            length,
+            patch_size,
+            mode=self.mode[0],
+            num_classes=self.num_classes[0],
+            spec=spec,
+            spacing=spacing,
+            **forest_options,
         )
         # fail at construction, not in the middle of an epoch
         for flag in self.inverse_argmax:
@@ -149,6 +158,10 @@ class HierarchicalPatchd(MapTransform, InvertibleTransform):
     @property
     def spec(self) -> ForestSpec:
         return self.patcher.spec
+
+    @property
+    def spacing(self) -> tuple[float, ...] | str | None:
+        return self.patcher.spacing
 
     @property
     def length(self) -> int:

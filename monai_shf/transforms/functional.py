@@ -15,6 +15,7 @@ from monai.transforms.inverse import TraceableTransform
 from monai.utils import TraceKeys, convert_to_tensor
 
 from monai_shf.forest import Forest, deserialize, serialize
+from monai_shf.forest.spacing import check_spacing
 
 __all__ = [
     "PATCH_CLASS_NAMES",
@@ -26,7 +27,13 @@ __all__ = [
     "patch_record_index",
     "patch_extra_info",
     "padding_dtype",
+    "SPACING_FROM_META",
+    "check_spacing_option",
+    "image_spacing",
 ]
+
+SPACING_FROM_META = "meta"
+"""The ``spacing`` option of the patching transforms that reads the voxel size from the image's metadata."""
 
 # names under which the patch transform appears in applied_operations
 PATCH_CLASS_NAMES = ("HierarchicalPatch",)
@@ -210,3 +217,45 @@ def forest_from_trace(img: Any, latest: bool = False) -> tuple[Forest, dict[str,
         )
     info = ops[i][TraceKeys.EXTRA_INFO]
     return Forest.from_dict(info["forest"]), info
+
+
+def check_spacing_option(spacing: Any) -> tuple[float, ...] | str | None:
+    """The transforms' ``spacing`` option, validated when the transform is made: ``None`` (voxel cubes),
+    ``"meta"`` (read from each image's affine) or the voxel sizes, positive and finite (their count is
+    checked against each image)."""
+    if spacing is None or (isinstance(spacing, str) and spacing == SPACING_FROM_META):
+        return spacing
+    if isinstance(spacing, str):
+        raise ValueError(f"spacing must be None, {SPACING_FROM_META!r} or the voxel sizes, got {spacing!r}.")
+    values = spacing.tolist() if hasattr(spacing, "tolist") else spacing
+    try:
+        ndim = len(values)
+    except TypeError:
+        raise TypeError(
+            f"spacing must be None, {SPACING_FROM_META!r} or a sequence of voxel sizes, got {type(spacing).__name__}."
+        ) from None
+    if ndim not in (2, 3):
+        raise ValueError(f"spacing must have 2 or 3 entries (one per spatial axis), got {ndim}: {list(values)}.")
+    return check_spacing(values, ndim)
+
+
+def image_spacing(img: Any, spacing: tuple[float, ...] | str | None) -> tuple[float, ...] | None:
+    """The voxel size of a ``(C, *spatial)`` image under the option ``spacing`` (see
+    :func:`check_spacing_option`): ``"meta"`` reads ``img.pixdim`` (the column norms of its affine), which
+    needs a MetaTensor; explicit sizes must have one entry per spatial axis."""
+    ndim = len(img.shape) - 1
+    if spacing is None:
+        return None
+    if isinstance(spacing, str):
+        if not isinstance(img, MetaTensor):
+            raise TypeError(
+                f"spacing={SPACING_FROM_META!r} reads the voxel size from a MetaTensor's affine, got "
+                f"{type(img).__name__}; load the image with its metadata or pass the spacing explicitly."
+            )
+        pixdim = [float(v) for v in torch.as_tensor(img.pixdim).reshape(-1).tolist()]
+        if len(pixdim) < ndim:
+            raise ValueError(
+                f"spacing={SPACING_FROM_META!r}: the affine gives {len(pixdim)} voxel sizes for a {ndim}D image."
+            )
+        return check_spacing(pixdim[:ndim], ndim)
+    return check_spacing(spacing, ndim)

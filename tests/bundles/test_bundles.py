@@ -384,3 +384,47 @@ def test_readme_and_bundle_docs_say_bundles_are_code():
     docs = {name: (bundle_path(name) / "docs" / "README.md").read_text() for name in list_bundles()}
     for where, text in {"README.md": readme, **docs}.items():
         assert "Bundles are code" in text and "only bundles you trust" in text, where
+
+
+@pytest.mark.parametrize("override", [None, "null"])
+def test_3d_bundle_forest_reads_the_spacing_after_spacingd(tmp_path, override):
+    """patch_spacing: meta (default) builds the forest with the voxel size the image has after Spacingd
+    (the bundle's pixdim), in training, validation and inference; null gives voxel cubes."""
+    import nibabel as nib
+    from monai.bundle import ConfigParser
+
+    from monai_shf.data import synthetic_organs_3d
+    from monai_shf.forest import edge_forest
+    from monai_shf.transforms import HierarchicalPatchd, forest_from_trace
+
+    image, label = synthetic_organs_3d((48, 40, 16), seed=0)
+    affine = np.diag([0.8, 0.8, 3.0, 1.0])
+    nib.save(nib.Nifti1Image(image, affine), str(tmp_path / "c.nii.gz"))
+    nib.save(nib.Nifti1Image(label, affine), str(tmp_path / "c_label.nii.gz"))
+    item = {"image": str(tmp_path / "c.nii.gz"), "label": str(tmp_path / "c_label.nii.gz")}
+    for config, key in (
+        ("train.yaml", "validate#preprocessing"),
+        ("train.yaml", "train#preprocessing"),
+        ("inference.yaml", "preprocessing"),
+    ):
+        parser = ConfigParser()
+        parser.read_config(_files("3d", config))
+        parser.update({"bundle_root": str(tmp_path), "forest#length": 128})
+        if override is not None:
+            parser.update({"patch_spacing": None})
+        pre = parser.get_parsed_content(key)
+        at = next(i for i, t in enumerate(pre.transforms) if isinstance(t, HierarchicalPatchd))
+        patcher = pre.transforms[at]
+        assert patcher.spacing == (None if override else "meta"), key
+        if key != "validate#preprocessing":
+            continue
+        before = pre.transforms[:at]
+        data = dict(item)
+        for t in before:
+            data = t(data)
+        np.testing.assert_allclose(np.asarray(data["image"].pixdim), [1.5, 1.5, 2.5], rtol=1e-5)
+        forest = forest_from_trace(pre(dict(item))["image"])[0]
+        spacing = None if override else (1.5, 1.5, 2.5)
+        assert forest == edge_forest(data["image"].numpy(), patcher.spec, spacing=spacing)
+        if override is None:
+            assert forest != edge_forest(data["image"].numpy(), patcher.spec)

@@ -61,3 +61,13 @@ def test_dispatch_to_the_torch_path(every_tensor_on_device, monkeypatch):
     canny = ForestSpec.create(50, edge_kind="canny")
     edge_forest(torch.from_numpy(image), canny)  # Canny needs the host: the image is copied, the numpy build runs
     assert len(used) == 5 and used[4] == "soft_edge_map_torch"
+
+
+def test_the_torch_build_refuses_anisotropic_spacing(monkeypatch):
+    """Spacing-aware forests exist in the numpy build only: a device score with anisotropic spacing is an error,
+    isotropic spacing takes the torch build."""
+    monkeypatch.setattr(device, "on_accelerator", lambda x: isinstance(x, torch.Tensor))
+    score = torch.randint(0, 255, (32, 32, 16), dtype=torch.uint8)
+    with pytest.raises(ValueError, match="spacing: anisotropic forests"):
+        build_forest(score, 64, spacing=(1.0, 1.0, 4.0))
+    assert build_forest(score, 64, spacing=(2.0, 2.0, 2.0)) == build_forest(score.numpy(), 64)

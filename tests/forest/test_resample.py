@@ -402,3 +402,42 @@ def test_meta_tensors_are_a_clear_error():
         serialize(torch.zeros(1, 64, 64, device="meta"), forest, 4)
     with pytest.raises(ValueError, match="tokens is a tensor on the 'meta' device"):
         deserialize(torch.zeros(2, 16, 4, 4, device="meta"), forest)
+
+
+# leaves of a thick-slice volume: boxes, resampled to p**3 per axis
+def _box_forest(rng, length=300) -> Forest:
+    return build_forest(rng.random((64, 64, 16)) < 0.05, length, spacing=(1.0, 1.0, 4.0), patch_size=8)
+
+
+def test_box_leaves_area_tokens_match_the_per_axis_reference(rng):
+    forest = _box_forest(rng)
+    assert (forest.sizes[:, 2] != forest.sizes[:, 0]).all(), "boxes, not cubes"
+    image = rng.random((2, 64, 64, 16)).astype(np.float32)
+    tokens = serialize(image, forest, 8)
+    assert tokens.shape == (2, 300, 8, 8, 8)
+    np.testing.assert_allclose(tokens, _reference_area(image, forest, 8), rtol=1e-5, atol=1e-6)
+    uint8 = (image * 255).astype(np.uint8)
+    np.testing.assert_allclose(serialize(uint8, forest, 8), _reference_area(uint8, forest, 8), atol=1e-3)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+def test_box_leaves_no_larger_than_p_are_lossless(mode, rng):
+    forest = _box_forest(rng, length=2000)
+    assert forest.sizes.max() <= 8 and (8 % forest.sizes == 0).all()
+    label = (rng.random((1, 64, 64, 16)) < 0.4).astype(np.uint8)
+    back = deserialize(serialize(label, forest, 8, mode="nearest"), forest, mode=mode)
+    np.testing.assert_array_equal(back, label.astype(np.float32))
+
+
+def test_box_leaves_linear_depatching_is_trilinear_per_axis(rng):
+    # two roots of 64 x 64 x 16 voxels (64 x 64 x 64 mm), halved once: sixteen 32 x 32 x 8 boxes
+    forest = build_forest(np.zeros((64, 64, 32)), 16, spacing=(1.0, 1.0, 4.0))
+    assert {tuple(int(v) for v in s) for s in forest.sizes} == {(32, 32, 8)}
+    tokens = rng.random((2, 16, 4, 4, 4)).astype(np.float32)
+    canvas = deserialize(tokens, forest, mode="linear")
+    for n in range(16):
+        box = tuple(slice(a, a + s) for a, s in zip(forest.starts[n], forest.sizes[n]))
+        expected = F.interpolate(
+            torch.from_numpy(tokens[:, n])[None], size=tuple(forest.sizes[n]), mode="trilinear", align_corners=False
+        )[0]
+        np.testing.assert_allclose(canvas[(slice(None),) + box], expected.numpy(), atol=1e-6)

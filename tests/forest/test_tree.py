@@ -456,3 +456,154 @@ def test_length_is_bounded_by_the_pixels():
 def test_meta_tensors_are_a_clear_error():
     with pytest.raises(ValueError, match="score is a tensor on the 'meta' device"):
         build_forest(torch.zeros(64, 64, device="meta"), 16)
+
+
+# ---------------------------------------------------------------------------------------------
+# voxel spacing
+
+# digests of the starts and sizes of every forest of _spacing_cases(shape), made by the voxel-cube
+# build before spacing existed: an isotropic spacing must give these forests bit for bit
+VOXEL_CUBE_DIGESTS = [
+    ((64, 64), "eda10814306919ac"),
+    ((100, 37), "29d43764240b0673"),
+    ((48, 130), "9254c306c7eb787a"),
+    ((7, 200), "7a6c3a28298c8ae6"),
+    ((256, 64), "6922e086e388805b"),
+    ((33, 33, 33), "11fddb3bb68e9101"),
+    ((40, 64, 16), "f4316fcdc6b8912d"),
+    ((24, 50, 70), "0b8cfbc6adaeec20"),
+    ((64, 64, 8), "467edfa3ca1f7709"),
+    ((5, 80, 80), "9c5003137cc7243c"),
+]
+
+
+def _spacing_digest(shape, seed, **kwargs) -> str:
+    import hashlib
+
+    rng = np.random.default_rng(seed)
+    score = (rng.random(shape) ** 6 * 255).astype(np.uint8)
+    score[tuple(slice(0, n // 2) for n in shape)] = 0  # edges in part of the image only
+    h = hashlib.sha256()
+    for length in (1, 4, 7, 16, 50, 129, 400):
+        if length > np.prod(shape):
+            continue
+        for criterion, fill, min_size, p in (
+            ("error", "uniform", 2, 8),
+            ("edges", "uniform", 2, None),
+            ("error", "pad", 1, 4),
+            ("edges", "pad", 3, None),
+        ):
+            f = build_forest(score, length, criterion=criterion, fill=fill, min_size=min_size, patch_size=p, **kwargs)
+            h.update(f.starts.astype(np.int64).tobytes())
+            h.update(f.sizes.astype(np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+
+@pytest.mark.parametrize("seed,case", list(enumerate(VOXEL_CUBE_DIGESTS)))
+def test_isotropic_spacing_is_the_voxel_cube_forest(seed, case):
+    shape, digest = case
+    ndim = len(shape)
+    assert _spacing_digest(shape, seed) == digest
+    for spacing in ((1.0,) * ndim, (2.0,) * ndim, (0.7,) * ndim, (1.0,) * (ndim - 1) + (1.0 + 1e-7,)):
+        assert _spacing_digest(shape, seed, spacing=spacing) == digest, spacing
+
+
+def _aspect(forest: Forest, spacing) -> np.ndarray:
+    """Longest over shortest side of every leaf, in millimetres."""
+    mm = forest.sizes * np.asarray(spacing, dtype=np.float64)
+    return mm.max(1) / mm.min(1)
+
+
+@pytest.mark.parametrize(
+    "shape,spacing",
+    [((64, 64, 16), (1, 1, 5)), ((128, 128, 32), (0.5, 0.5, 3)), ((16, 64, 64), (4, 1, 1)), ((64, 256), (4, 1))],
+)
+@pytest.mark.parametrize("length", [1, 8, 64, 300, 1000])
+def test_anisotropic_leaves_are_per_axis_halvings_that_tile(shape, spacing, length):
+    score = (np.random.default_rng(length).random(shape) ** 8 * 255).astype(np.uint8)
+    forest = build_forest(score, length, spacing=spacing, patch_size=4)
+    Forest(forest.starts, forest.sizes, forest.spatial_shape, forest.length)  # the tiling check
+    sizes = forest.sizes
+    assert ((sizes & (sizes - 1)) == 0).all(), "power-of-two images: every leaf side is a power of two"
+    assert (forest.starts % sizes == 0).all(), "leaves on their own grid, as halving gives"
+    assert forest.num_leaves + forest.num_padding == length
+    if length >= 8:  # the boxes differ per axis (in voxels), and geom says so
+        assert (sizes != sizes[:, :1]).any()
+        geom = forest.geom()[: forest.num_leaves, len(shape) :]
+        expected = np.log2(sizes) / np.log2(np.asarray(shape, dtype=np.float64))
+        np.testing.assert_allclose(geom, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "shape,spacing", [((64, 64, 16), (1, 1, 5)), ((128, 128, 24), (0.5, 0.5, 3)), ((96, 128), (1, 3))]
+)
+@pytest.mark.parametrize("length", [8, 64, 300])
+def test_physical_aspect_is_closer_to_one_than_voxel_cubes(shape, spacing, length):
+    score = (np.random.default_rng(0).random(shape) ** 8 * 255).astype(np.uint8)
+    aware = build_forest(score, length, spacing=spacing, patch_size=4)
+    cubes = build_forest(score, length, patch_size=4)
+    assert np.median(_aspect(aware, spacing)) < np.median(_aspect(cubes, spacing))
+    assert np.median(_aspect(aware, spacing)) <= 2.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    sides=st.lists(st.integers(2, 48), min_size=3, max_size=3),
+    spacing=st.lists(st.sampled_from([0.5, 1.0, 1.3, 3.0, 5.0]), min_size=3, max_size=3),
+    length=st.integers(1, 600),
+    density=st.sampled_from([0.0, 0.05, 1.0]),
+    criterion=st.sampled_from(["error", "edges"]),
+    seed=st.integers(0, 2**16),
+)
+def test_exact_length_with_spacing(sides, spacing, length, density, criterion, seed):
+    shape = tuple(sides)
+    if length > np.prod(shape):
+        return
+    score = np.random.default_rng(seed).random(shape) < density
+    forest = build_forest(score, length, spacing=spacing, criterion=criterion, patch_size=4)
+    assert forest.length == length and forest.num_leaves <= length
+    _check_tiling(forest)
+    # padding beyond 2**D - 2 only when no leaf can be split any more: then the forest is the full tree
+    # (the one of a budget of one token per pixel, when the roots are the same)
+    if forest.num_padding > 6:
+        from monai_shf.forest.spacing import relative_spacing
+        from monai_shf.forest.tree import _root_counts
+
+        pixels = int(np.prod(shape))
+        rel = relative_spacing(spacing, 3)
+        if _root_counts(shape, length, 2, rel) == _root_counts(shape, pixels, 2, rel):
+            full = build_forest(score, pixels, spacing=spacing, criterion=criterion, patch_size=4)
+            assert full.num_leaves == forest.num_leaves
+
+
+@pytest.mark.parametrize(
+    "spacing,error",
+    [
+        ((1.0, 0.0, 1.0), ValueError),
+        ((1.0, -2.0, 1.0), ValueError),
+        ((1.0, float("nan"), 1.0), ValueError),
+        ((1.0, float("inf"), 1.0), ValueError),
+        ((1.0, 1.0), ValueError),
+        ((1.0, 1.0, 1.0, 1.0), ValueError),
+        ("meta", TypeError),
+        ((1.0, "2", 1.0), TypeError),
+        (5.0, TypeError),
+    ],
+)
+def test_bad_spacing_is_an_error_naming_it(spacing, error):
+    from monai_shf.forest import edge_forest
+
+    with pytest.raises(error, match="spacing"):
+        build_forest(np.zeros((8, 8, 8)), 8, spacing=spacing)
+    with pytest.raises(error, match="spacing"):
+        edge_forest(np.zeros((1, 8, 8, 8)), 8, spacing=spacing)
+
+
+def test_spacing_is_keyword_only_and_not_a_forest_option():
+    score = np.zeros((16, 16))
+    with pytest.raises(TypeError):
+        build_forest(score, 4, None, (1.0, 2.0))  # positional: refused
+    from monai_shf.forest import ForestSpec
+
+    with pytest.raises(ValueError, match="spacing"):
+        ForestSpec.create(4, spacing=(1.0, 2.0))

@@ -266,3 +266,54 @@ def test_depatch_and_inverse_can_return_class_maps():
     assert torch.equal(patcher.inverse(pred).as_tensor(), labels)
     with pytest.raises(TypeError, match="inverse_argmax"):
         HierarchicalPatch(16, 8, inverse_argmax=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# voxel spacing
+
+
+def _thick_slice_volume(shape=(64, 64, 16), seed=0):
+    """A blob volume as a MetaTensor with 1 x 1 x 5 mm voxels (spheres in millimetres)."""
+    rng = np.random.default_rng(seed)
+    zz, yy, xx = np.meshgrid(*(np.arange(s, dtype=np.float32) for s in shape), indexing="ij")
+    img = np.zeros(shape, np.float32)
+    for _ in range(5):
+        c = [rng.uniform(8, s - 8) for s in shape[:2]] + [rng.uniform(2, shape[2] - 2)]
+        r = rng.uniform(6, 14)
+        img[(zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (5 * (xx - c[2])) ** 2 < r**2] = rng.uniform(0.4, 1.0)
+    return MetaTensor(torch.from_numpy(img[None]), affine=torch.diag(torch.tensor([1.0, 1.0, 5.0, 1.0])))
+
+
+def test_spacing_meta_reads_the_pixdim_of_the_meta_tensor():
+    from monai_shf.forest import edge_forest
+
+    img = _thick_slice_volume()
+    assert tuple(float(v) for v in img.pixdim) == (1.0, 1.0, 5.0)
+    t = HierarchicalPatch(300, 4, spacing="meta")
+    tokens = t(img)
+    forest, _ = forest_from_trace(tokens)
+    assert forest == edge_forest(img.numpy(), t.spec, spacing=(1.0, 1.0, 5.0))
+    assert forest == forest_from_trace(HierarchicalPatch(300, 4, spacing=(1, 1, 5))(img))[0]
+    voxel = forest_from_trace(HierarchicalPatch(300, 4)(img))[0]
+    assert forest != voxel and voxel == edge_forest(img.numpy(), t.spec)
+    assert tokens.shape == (1, 300, 4, 4, 4)
+    # the same affine rotated: its column norms are still 1, 1, 5 mm
+    c, s = np.cos(0.3), np.sin(0.3)
+    rotation = torch.tensor([[c, -s, 0, 0], [s, c, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=torch.float64)
+    rotated = MetaTensor(img.as_tensor(), affine=rotation @ img.affine.double())
+    assert forest_from_trace(t(rotated))[0] == forest
+    # inverse: back to the image grid
+    back = t.inverse(tokens)
+    assert back.shape == img.shape
+    assert float((back - img).abs().mean()) < 0.05
+
+
+def test_spacing_option_errors_name_it():
+    for bad, error in (("mm", ValueError), ((1.0, 0.0, 1.0), ValueError), ((1.0,), ValueError), (3.0, TypeError)):
+        with pytest.raises(error, match="spacing"):
+            HierarchicalPatch(16, 4, spacing=bad)
+    with pytest.raises(TypeError, match="spacing"):  # "meta" needs the metadata
+        HierarchicalPatch(16, 4, spacing="meta")(np.zeros((1, 16, 16, 8), np.float32))
+    with pytest.raises(ValueError, match="spacing"):  # two sizes for a 3D image
+        HierarchicalPatch(16, 4, spacing=(1.0, 2.0))(np.zeros((1, 16, 16, 8), np.float32))
+    assert HierarchicalPatch(16, 4, spacing=[1, 1, 5]).spacing == (1.0, 1.0, 5.0)

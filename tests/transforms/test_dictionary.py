@@ -468,3 +468,40 @@ def test_label_value_of_num_classes_names_the_file():
         ValueError, match="data\\['label'\\] \\(/data/case_7_seg.nii.gz\\): label values .*num_classes=2"
     ):
         patch({"image": image, "label": label})
+
+
+@pytest.mark.parametrize("spacing", ["meta", (1.0, 1.0, 5.0), None])
+def test_invertd_round_trip_with_the_spacing_of_the_image(spacing):
+    """One spacing-aware forest for image and label (read from the image's pixdim (1, 1, 5)); Invertd
+    depatches a perfect prediction back to the volume's grid."""
+    rng = np.random.default_rng(3)
+    shape = (64, 64, 16)
+    zz, yy, xx = np.meshgrid(*(np.arange(s, dtype=np.float32) for s in shape), indexing="ij")
+    label = np.zeros(shape, np.uint8)
+    for _ in range(6):
+        c = (rng.uniform(8, 56), rng.uniform(8, 56), rng.uniform(2, 14))
+        label[(zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (5 * (xx - c[2])) ** 2 < rng.uniform(6, 14) ** 2] = 1
+    affine = torch.diag(torch.tensor([1.0, 1.0, 5.0, 1.0]))
+    sample = {
+        "image": MetaTensor(torch.from_numpy(label[None].astype(np.float32)), affine=affine),
+        "label": MetaTensor(torch.from_numpy(label[None]), affine=affine),
+    }
+    pre = Compose(
+        [
+            Flipd(["image", "label"], spatial_axis=2),
+            HierarchicalPatchd(
+                ["image", "label"], 400, 4, mode=("area", "fraction"), num_classes=(None, 2), spacing=spacing
+            ),
+        ]
+    )
+    assert pre.transforms[-1].spacing == spacing
+    out = pre(sample)
+    forest = forest_from_trace(out["image"])[0]
+    assert forest == forest_from_trace(out["label"])[0]
+    boxes = forest.sizes[:, 2] < forest.sizes[:, 0]
+    assert boxes.all() if spacing is not None else not boxes.any()
+    assert out["geom"].shape == (400, 6)
+    out["pred"] = MetaTensor(out["label"].as_tensor().clone())  # a perfect prediction, (2, L, p, p, p)
+    pred = Invertd(keys="pred", transform=pre, orig_keys="image")(out)["pred"]
+    assert pred.shape == (2,) + shape
+    assert _dice(pred[1].numpy() > 0.5, label) > 0.9
