@@ -34,8 +34,9 @@ def test_no_library_module_refers_to_the_repository_layout():
     assert offenders == []
 
 
-def _package_imports(package: str) -> dict[str, set[str]]:
-    """``{module: modules of the same package it imports}`` (module level and lazy imports alike)."""
+def _package_imports(package: str, lazy: bool = True) -> dict[str, set[str]]:
+    """``{module: modules of the same package it imports}``: module-level imports, and with ``lazy`` the
+    imports inside functions too."""
     import ast
     import importlib
     from pathlib import Path
@@ -45,7 +46,8 @@ def _package_imports(package: str) -> dict[str, set[str]]:
     for path in root.glob("*.py"):
         name = path.stem
         targets = set()
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree) if lazy else tree.body:
             if isinstance(node, ast.ImportFrom):
                 if node.level == 1 and node.module:
                     targets.add(node.module.split(".")[0])
@@ -59,8 +61,10 @@ def _package_imports(package: str) -> dict[str, set[str]]:
 
 @pytest.mark.parametrize("package", ["monai_shf.slide", "monai_shf.forest"])
 def test_package_modules_import_one_way(package):
-    """No import cycle between the modules of a package (the package ``__init__`` aside)."""
-    graph = {m: t - {"__init__"} for m, t in _package_imports(package).items() if m != "__init__"}
+    """No import cycle between the modules of a package at import time (the package ``__init__`` aside). A
+    function-level import that dispatches to an optional backend (the torch build of ``build_forest``) may
+    point back up; the slide backends may not (next test)."""
+    graph = {m: t - {"__init__"} for m, t in _package_imports(package, lazy=False).items() if m != "__init__"}
     state: dict[str, int] = {}
     cycles = []
 

@@ -535,14 +535,11 @@ def build_forest(
         the :class:`Forest`, leaves in Z-order; exactly ``length`` tokens (padding only where no split
         fits the budget left: at most ``2**D - 2`` tokens when the image has room, or by ``fill="pad"``).
     """
-    if _device.on_accelerator(score):  # a CUDA (or other device) tensor: the torch build, on its device
+    # a CUDA (or other device) tensor: the torch build, on its device; spacing-aware forests have the numpy
+    # build only, so an anisotropic one copies the score map (1 byte per voxel for soft edges) to the host
+    if _device.on_accelerator(score) and relative_spacing(spacing, score.ndim) is None:
         from .torch_forest import build_forest_torch
 
-        if relative_spacing(spacing, score.ndim) is not None:
-            raise ValueError(
-                "spacing: anisotropic forests are built by the numpy build only; pass the score map on the CPU "
-                f"(got a {score.device} tensor and spacing {tuple(spacing)})."
-            )
         return build_forest_torch(score, spec, **options)
     spec = ForestSpec.create(spec, **options)
     s = _as_score(score)

@@ -61,10 +61,20 @@ def test_gpu_config_wires_the_fast_training_recipe(kind, tmp_path):
     assert default.parser.get_parsed_content("device") == torch.device("cuda:0")
 
 
-@pytest.mark.parametrize("kind", ["2d", "3d"])
-def test_gpu_config_trains_one_iteration_on_the_torch_path(kind, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "kind, overrides, torch_builds",
+    [
+        ("2d", {}, 3),
+        # voxel-cube octrees: the torch build; the default spacing-aware octree (the generated volumes are
+        # 1.5 x 1.5 x 2.5 mm after Spacingd) has the numpy build only
+        ("3d", {"patch_spacing": None}, 3),
+        ("3d", {}, 0),
+    ],
+)
+def test_gpu_config_trains_one_iteration_on_the_torch_path(kind, overrides, torch_builds, tmp_path, monkeypatch):
     """CPU tensors routed as device tensors: the patching in the training loop builds its forests with the
-    torch build (as it does on a GPU), and one epoch (one iteration plus validation) runs."""
+    torch build (as it does on a GPU) unless the octree is spacing-aware, and one epoch (one iteration plus
+    validation) runs."""
     monkeypatch.setattr(forest_device, "on_accelerator", lambda x: isinstance(x, torch.Tensor))
     built = []
     original = torch_forest.build_forest_torch
@@ -74,10 +84,11 @@ def test_gpu_config_trains_one_iteration_on_the_torch_path(kind, tmp_path, monke
         return original(*args, **kwargs)
 
     monkeypatch.setattr(torch_forest, "build_forest_torch", spy)
-    wf = _workflow(kind, tmp_path, device="$torch.device('cpu')")
+    wf = _workflow(kind, tmp_path, device="$torch.device('cpu')", **overrides)
     wf.initialize()
     wf.run()
     trainer = wf.parser.get_parsed_content("train#trainer")
     assert trainer.state.epoch == 1 and trainer.state.iteration == 1
     assert np.isfinite(float(trainer.state.output[0]["loss"]))
-    assert len(built) >= 3, built  # the two training samples and the validation sample
+    # the two training samples and the validation sample (or none: spacing-aware octrees)
+    assert len(built) >= torch_builds if torch_builds else built == [], built

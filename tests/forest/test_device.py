@@ -63,11 +63,16 @@ def test_dispatch_to_the_torch_path(every_tensor_on_device, monkeypatch):
     assert len(used) == 5 and used[4] == "soft_edge_map_torch"
 
 
-def test_the_torch_build_refuses_anisotropic_spacing(monkeypatch):
-    """Spacing-aware forests exist in the numpy build only: a device score with anisotropic spacing is an error,
-    isotropic spacing takes the torch build."""
-    monkeypatch.setattr(device, "on_accelerator", lambda x: isinstance(x, torch.Tensor))
+def test_anisotropic_spacing_takes_the_numpy_build_of_a_device_score(monkeypatch):
+    """Spacing-aware forests exist in the numpy build only: a device score with anisotropic spacing is built
+    there (the same forest as from the host array); isotropic spacing keeps the torch build."""
+    from monai_shf.forest import torch_forest
+
     score = torch.randint(0, 255, (32, 32, 16), dtype=torch.uint8)
-    with pytest.raises(ValueError, match="spacing: anisotropic forests"):
-        build_forest(score, 64, spacing=(1.0, 1.0, 4.0))
-    assert build_forest(score, 64, spacing=(2.0, 2.0, 2.0)) == build_forest(score.numpy(), 64)
+    expected = build_forest(score.numpy(), 64, spacing=(1.0, 1.0, 4.0))
+    monkeypatch.setattr(device, "on_accelerator", lambda x: isinstance(x, torch.Tensor))
+    calls = []
+    original = torch_forest.build_forest_torch
+    monkeypatch.setattr(torch_forest, "build_forest_torch", lambda *a, **k: calls.append(1) or original(*a, **k))
+    assert build_forest(score, 64, spacing=(1.0, 1.0, 4.0)) == expected and calls == []
+    assert build_forest(score, 64, spacing=(2.0, 2.0, 2.0)) == build_forest(score.numpy(), 64) and calls == [1]
