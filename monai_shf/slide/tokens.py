@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from monai_shf.forest import SERIALIZE_MODES, Forest
+from monai_shf.forest.pyramid import leaf_read_levels
 from monai_shf.forest.resample import _serialize
 from monai_shf.validation import check_choice, check_int
 
@@ -40,10 +41,6 @@ __all__ = ["serialize_slide", "leaf_levels"]
 
 # bytes of leaf regions serialised together
 _CHUNK_BYTES = 32 << 20
-
-
-def _map_bounds(values: np.ndarray, scale: float, side: int) -> np.ndarray:
-    return np.minimum(np.floor(values / scale + 0.5).astype(np.int64), side)
 
 
 def leaf_levels(
@@ -61,22 +58,8 @@ def leaf_levels(
         ``(levels (N,), starts (N, 2), sizes (N, 2))``: int64 level per leaf and its box in that
         level's pixels (row, col).
     """
-    p = check_int(patch_size, "patch_size", 1)
     top = slide.level_count - 1 if max_level is None else slide.check_level(max_level, "max_level")
-    n = forest.num_leaves
-    levels = np.zeros(n, dtype=np.int64)
-    starts = forest.starts.copy()
-    sizes = forest.sizes.copy()
-    ends = forest.ends
-    for level in range(1, top + 1):
-        (sy, sx), (h, w) = slide.level_scales[level], slide.level_shapes[level]
-        y0, y1 = _map_bounds(forest.starts[:, 0], sy, h), _map_bounds(ends[:, 0], sy, h)
-        x0, x1 = _map_bounds(forest.starts[:, 1], sx, w), _map_bounds(ends[:, 1], sx, w)
-        fits = (y1 - y0 >= p) & (x1 - x0 >= p)
-        levels[fits] = level
-        starts[fits] = np.stack([y0[fits], x0[fits]], axis=1)
-        sizes[fits] = np.stack([y1[fits] - y0[fits], x1[fits] - x0[fits]], axis=1)
-    return levels, starts, sizes
+    return leaf_read_levels(forest, slide.level_scales, slide.level_shapes, patch_size, top)
 
 
 def _check(slide: Slide, forest: Any, patch: int, mode: str, num_classes: Any) -> int | None:

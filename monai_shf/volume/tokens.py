@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from monai_shf.forest import SERIALIZE_MODES, Forest, serialize
+from monai_shf.forest.pyramid import leaf_read_levels
 from monai_shf.validation import check_choice, check_int
 
 from .reader import Volume, open_volume
@@ -34,10 +35,6 @@ __all__ = ["serialize_volume", "leaf_levels"]
 _BLOCK_BYTES = 32 << 20
 
 
-def _map_bounds(values: np.ndarray, factor: int, side: int) -> np.ndarray:
-    return np.minimum(np.floor(values / factor + 0.5).astype(np.int64), side)
-
-
 def leaf_levels(
     volume: Volume, forest: Forest, patch_size: int, max_level: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -46,20 +43,8 @@ def leaf_levels(
     Returns:
         ``(levels (N,), starts (N, 3), sizes (N, 3))``: int64 level per leaf and its box in that level's voxels.
     """
-    p = check_int(patch_size, "patch_size", 1)
     top = volume.level_count - 1 if max_level is None else volume.check_level(max_level, "max_level")
-    n = forest.num_leaves
-    levels = np.zeros(n, dtype=np.int64)
-    starts, sizes, ends = forest.starts.copy(), forest.sizes.copy(), forest.ends
-    for level in range(1, top + 1):
-        factors, shape = volume.downsamples[level], volume.level_shapes[level]
-        lo = np.stack([_map_bounds(forest.starts[:, a], factors[a], shape[a]) for a in range(3)], axis=1)
-        hi = np.stack([_map_bounds(ends[:, a], factors[a], shape[a]) for a in range(3)], axis=1)
-        fits = ((hi - lo) >= p).all(axis=1)
-        levels[fits] = level
-        starts[fits] = lo[fits]
-        sizes[fits] = (hi - lo)[fits]
-    return levels, starts, sizes
+    return leaf_read_levels(forest, volume.downsamples, volume.level_shapes, patch_size, top)
 
 
 def _check(volume: Volume, forest: Any, patch: int, mode: str, num_classes: Any) -> int | None:
