@@ -6,6 +6,7 @@ Pure geometry, no file access: the slide and volume packages pass their level sc
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -13,7 +14,7 @@ from monai_shf.validation import check_int
 
 from .tree import Forest
 
-__all__ = ["level0_to_level", "leaf_read_levels"]
+__all__ = ["level0_to_level", "leaf_read_levels", "check_token_source"]
 
 
 def level0_to_level(bounds: np.ndarray, scale: float, side: int) -> np.ndarray:
@@ -55,3 +56,29 @@ def leaf_read_levels(
         starts[fits] = lo[fits]
         sizes[fits] = (hi - lo)[fits]
     return levels, starts, sizes
+
+
+def check_token_source(
+    source: Any, forest: Any, patch: int, mode: str, num_classes: Any, what: str, builder: str
+) -> int | None:
+    """Check that ``forest`` was built on the pyramid ``source`` (anything with ``path``, ``shape`` and
+    ``num_channels``: a slide, a volume) and that ``p``-tokens of ``mode`` can be read from it; returns ``K``
+    for ``mode="fraction"`` (else None). Errors name the file, ``what`` it is and the ``builder`` to use."""
+    if not isinstance(forest, Forest):
+        raise TypeError(f"forest must be a monai_shf.forest.Forest, got {type(forest).__name__}.")
+    if forest.spatial_shape != tuple(source.shape):
+        raise ValueError(
+            f"the forest tiles {forest.spatial_shape} but {source.path} is shaped {source.shape} at level 0: "
+            f"build the forest on this {what} ({builder})."
+        )
+    if min(source.shape) < patch:
+        raise ValueError(f"{source.path} ({source.shape}) is smaller than the token side patch_size={patch}.")
+    if mode != "fraction":
+        return None
+    if source.num_channels != 1:
+        raise ValueError(f"mode='fraction' needs a one-channel label {what}, {source.path} has {source.num_channels}.")
+    if num_classes is None:
+        raise ValueError(
+            f"mode='fraction' on a {what} needs num_classes (it cannot be inferred without reading it all)."
+        )
+    return check_int(num_classes, "num_classes", 1)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from monai_shf.forest import SERIALIZE_MODES, Forest
-from monai_shf.forest.pyramid import leaf_read_levels
+from monai_shf.forest.pyramid import check_token_source, leaf_read_levels
 from monai_shf.forest.resample import _serialize
 from monai_shf.validation import check_choice, check_int
 
@@ -63,22 +63,7 @@ def leaf_levels(
 
 
 def _check(slide: Slide, forest: Any, patch: int, mode: str, num_classes: Any) -> int | None:
-    if not isinstance(forest, Forest):
-        raise TypeError(f"forest must be a monai_shf.forest.Forest, got {type(forest).__name__}.")
-    if forest.spatial_shape != tuple(slide.shape):
-        raise ValueError(
-            f"the forest tiles {forest.spatial_shape} but {slide.path} is shaped {slide.shape} at level 0: "
-            f"build the forest on this slide (build_slide_forest)."
-        )
-    if min(slide.shape) < patch:
-        raise ValueError(f"{slide.path} ({slide.shape}) is smaller than the token side patch_size={patch}.")
-    if mode != "fraction":
-        return None
-    if slide.num_channels != 1:
-        raise ValueError(f"mode='fraction' needs a one-channel label slide, {slide.path} has {slide.num_channels}.")
-    if num_classes is None:
-        raise ValueError("mode='fraction' on a slide needs num_classes (it cannot be inferred without reading it all).")
-    return check_int(num_classes, "num_classes", 1)
+    return check_token_source(slide, forest, patch, mode, num_classes, "slide", "build_slide_forest")
 
 
 def serialize_slide(

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from monai_shf.forest import SERIALIZE_MODES, Forest, serialize
-from monai_shf.forest.pyramid import leaf_read_levels
+from monai_shf.forest.pyramid import check_token_source, leaf_read_levels
 from monai_shf.validation import check_choice, check_int
 
 from .reader import Volume, open_volume
@@ -48,24 +48,7 @@ def leaf_levels(
 
 
 def _check(volume: Volume, forest: Any, patch: int, mode: str, num_classes: Any) -> int | None:
-    if not isinstance(forest, Forest):
-        raise TypeError(f"forest must be a monai_shf.forest.Forest, got {type(forest).__name__}.")
-    if forest.spatial_shape != tuple(volume.shape):
-        raise ValueError(
-            f"the forest tiles {forest.spatial_shape} but {volume.path} is shaped {volume.shape} at level 0: "
-            "build the forest on this volume (build_volume_forest)."
-        )
-    if min(volume.shape) < patch:
-        raise ValueError(f"{volume.path} ({volume.shape}) is smaller than the token side patch_size={patch}.")
-    if mode != "fraction":
-        return None
-    if volume.num_channels != 1:
-        raise ValueError(f"mode='fraction' needs a one-channel label volume, {volume.path} has {volume.num_channels}.")
-    if num_classes is None:
-        raise ValueError(
-            "mode='fraction' on a volume needs num_classes (it cannot be inferred without reading it all)."
-        )
-    return check_int(num_classes, "num_classes", 1)
+    return check_token_source(volume, forest, patch, mode, num_classes, "volume", "build_volume_forest")
 
 
 def serialize_volume(
