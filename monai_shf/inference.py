@@ -222,14 +222,15 @@ def predict_tokens(network: torch.nn.Module, tokens: np.ndarray, forest: Forest,
 
 
 class _StageClock:
-    """Wall and CPU seconds per named stage, and a tqdm bar over :data:`SEGMENT_STAGES`."""
+    """Wall and CPU seconds per named stage, and a tqdm bar over :data:`SEGMENT_STAGES` (plus ``extra``
+    stages)."""
 
-    def __init__(self, name: str, progress: bool) -> None:
+    def __init__(self, name: str, progress: bool, extra: int = 0) -> None:
         from tqdm.auto import tqdm
 
         self.seconds: dict[str, float] = {}
         self.cpu_seconds: dict[str, float] = {}
-        self.bar = tqdm(total=len(SEGMENT_STAGES), desc=name, unit="stage", disable=not progress)
+        self.bar = tqdm(total=len(SEGMENT_STAGES) + extra, desc=name, unit="stage", disable=not progress)
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
@@ -238,6 +239,19 @@ class _StageClock:
         yield
         self.seconds[stage], self.cpu_seconds[stage] = time.perf_counter() - t, time.process_time() - c
         self.bar.update()
+
+
+def _check_geojson(geojson: Any, slide: Any, out: Path, probabilities: bool) -> Path | None:
+    """The checked GeoJSON output path (or None): before the run, not after the mask."""
+    if geojson is None:
+        return None
+    if probabilities:
+        raise ValueError("geojson needs a label mask: drop probabilities to write annotations.")
+    geojson = check_output_path(geojson, "geojson")
+    check_not_input(geojson, [slide, out], "geojson")
+    if importlib.util.find_spec("shapely") is None:
+        raise ImportError("geojson needs shapely: pip install 'monai_shf[annotations]'.")
+    return geojson
 
 
 def _check_inputs(slide: Any, out: Any, device: str) -> Path:
@@ -310,14 +324,8 @@ def segment_slide(
     """
     start = time.perf_counter()
     out = _check_inputs(slide, out, device)
-    if geojson is not None:
-        if probabilities:
-            raise ValueError("geojson needs a label mask: drop probabilities to write annotations.")
-        geojson = check_output_path(geojson, "geojson")
-        check_not_input(geojson, [slide, out], "geojson")
-        if importlib.util.find_spec("shapely") is None:  # fail before the run, not after the mask
-            raise ImportError("geojson needs shapely: pip install 'monai_shf[annotations]'.")
-    clock = _StageClock(Path(slide).name, progress)
+    geojson = _check_geojson(geojson, slide, out, probabilities)
+    clock = _StageClock(Path(slide).name, progress, extra=geojson is not None)
     with clock("setup"):
         bundle_dir = find_bundle(bundle)
         config = bundle_dir / "configs" / "inference.yaml"
@@ -348,12 +356,11 @@ def segment_slide(
             classes = None if probabilities else bundle_classes(bundle_dir, int(probs.shape[0]))
             write_slide_mask(out, forest, probs, like=source, probabilities=probabilities, classes=classes)
         shape = tuple(int(s) for s in source.shape)
-    clock.bar.close()
     annotations = None
     if geojson is not None:
-        t, c = time.perf_counter(), time.process_time()
-        annotations = mask_to_geojson(out, geojson)
-        clock.seconds["geojson"], clock.cpu_seconds["geojson"] = time.perf_counter() - t, time.process_time() - c
+        with clock("geojson"):
+            annotations = mask_to_geojson(out, geojson)
+    clock.bar.close()
     return {
         "out": out,
         "forest": forest,

@@ -186,6 +186,28 @@ class SaveDicomSegd(MapTransform):
             ),
         )
 
+    def _frames(self, array: np.ndarray, affine: np.ndarray, datasets: list, source: Any) -> tuple[list[int], Any]:
+        """``(class indices, (slices, rows, cols, segments) frames)`` of a label map ``(1, X, Y, Z)`` or
+        per-class probabilities ``(K, X, Y, Z)``, in the source series' frame order."""
+        if array.shape[0] == 1:
+            if self.segmentation_type == "fractional":
+                raise ValueError(
+                    "segmentation_type='fractional' needs per-class probabilities (C, X, Y, Z), got a label map."
+                )
+            classes = series_frames(array, affine, datasets)[..., 0]  # (slices, rows, cols)
+            indices = sorted(set(self.labels) | set(int(c) for c in np.unique(classes) if c > 0))
+            frames = np.stack([classes == k for k in indices], axis=-1) if indices else None
+        else:
+            indices = list(range(1, array.shape[0]))
+            if self.segmentation_type == "binary":
+                classes = series_frames(np.argmax(array, axis=0)[None].astype(np.uint8), affine, datasets)[..., 0]
+                frames = np.stack([classes == k for k in indices], axis=-1)
+            else:
+                frames = series_frames(array[1:].astype(np.float32), affine, datasets)
+                if frames.min() < 0 or frames.max() > 1:
+                    raise ValueError(f"fractional segmentation needs values in [0, 1] (the prediction of {source}).")
+        return indices, frames
+
     def write(self, pred: Any, meta: Mapping) -> Path:
         """Write one prediction ``(C, X, Y, Z)`` with its metadata; returns the written file."""
         import highdicom as hd
@@ -211,23 +233,7 @@ class SaveDicomSegd(MapTransform):
         if array.ndim != 4:
             raise ValueError(f"the prediction of {source} must be (C, X, Y, Z), got shape {array.shape}.")
         datasets = [pydicom.dcmread(f, stop_before_pixels=True) for f in series.files]
-        if array.shape[0] == 1:
-            if self.segmentation_type == "fractional":
-                raise ValueError(
-                    "segmentation_type='fractional' needs per-class probabilities (C, X, Y, Z), got a label map."
-                )
-            classes = series_frames(array, affine, datasets)[..., 0]  # (slices, rows, cols)
-            indices = sorted(set(self.labels) | set(int(c) for c in np.unique(classes) if c > 0))
-            frames = np.stack([classes == k for k in indices], axis=-1) if indices else None
-        else:
-            indices = list(range(1, array.shape[0]))
-            if self.segmentation_type == "binary":
-                classes = series_frames(np.argmax(array, axis=0)[None].astype(np.uint8), affine, datasets)[..., 0]
-                frames = np.stack([classes == k for k in indices], axis=-1)
-            else:
-                frames = series_frames(array[1:].astype(np.float32), affine, datasets)
-                if frames.min() < 0 or frames.max() > 1:
-                    raise ValueError(f"fractional segmentation needs values in [0, 1] (the prediction of {source}).")
+        indices, frames = self._frames(array, affine, datasets, source)
         if not indices:
             raise ValueError(f"no foreground class to write for {source}: give labels or a prediction with classes.")
         seg = hd.seg.Segmentation(
